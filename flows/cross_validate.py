@@ -1,0 +1,79 @@
+"""The k-fold cross-validation DAG: download -> clean -> plan folds -> train each fold -> join."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, unmapped
+from prefect.futures import wait
+
+from flows.runners import fold_runtime, make_task_runner
+from tasks.clean import CleanedData, clean_to_parquet
+from tasks.config import CVConfig, ModelConfig
+from tasks.download import download_csv
+from tasks.folds import FoldSpec, plan_folds
+from tasks.join import join_out_of_fold
+from tasks.outputs import check_output_dir
+from tasks.train import fold_results_storage, train_fold
+
+
+def fetch_and_clean(config: CVConfig) -> CleanedData:
+    """Steps 1-2: the raw CSV, downloaded with retries, cleaned once into cached Parquet."""
+    download = download_csv.with_options(
+        retries=config.download.retries, retry_delay_seconds=config.download.retry_delay_s
+    )
+    raw = download(
+        config.source,
+        f"{config.cache_dir}/downloads",
+        expected_sha256=config.sha256,
+        timeout_s=config.download.timeout_s,
+        max_bytes=config.download.max_bytes,
+    )
+    return clean_to_parquet(raw.path, raw.sha256, config.cache_dir)
+
+
+@flow(name="train-folds", validate_parameters=False)
+def train_folds(
+    data: CleanedData, folds: list[FoldSpec], models: list[ModelConfig], config: CVConfig
+) -> list[Any]:
+    """Step 3: one `train_fold` task per (fold, model), fanned out on the chosen runner.
+
+    Returns each fold's result, or its exception where it failed, in input order.
+    """
+    workers = config.execution.resolved_workers(len(folds))
+    fold_task = train_fold.with_options(
+        retries=config.fold_retries,
+        refresh_cache=config.refresh,
+        result_storage=fold_results_storage(config.cache_dir),
+    )
+    futures = fold_task.map(
+        unmapped(data),
+        folds,
+        models,
+        unmapped(config.seed),
+        unmapped(fold_runtime(config.execution, workers)),
+    )
+    wait(futures)
+    return [f.state.result(raise_on_failure=False) for f in futures]
+
+
+def _run_folds(data: CleanedData, folds: list[FoldSpec], config: CVConfig) -> list[Any]:
+    """Run the fan-out as a nested flow on the task runner the config asks for."""
+    workers = config.execution.resolved_workers(len(folds))
+    runner = make_task_runner(config.execution, workers)
+    fan_out = train_folds.with_options(task_runner=runner)
+    return fan_out(data, folds, [config.model] * len(folds), config)
+
+
+@flow(name="cross-validate", log_prints=True)
+def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any]:
+    """Cross-validate the notebook's model on a CSV and write the out-of-fold predictions."""
+    data = fetch_and_clean(config)
+    folds = plan_folds(data, config.folds, config.shuffle, config.seed, config.stratified)
+    output_dir = check_output_dir(config.output_dir)
+    outcomes = _run_folds(data, folds, config)
+    run_info = {"config": config.model_dump(mode="json"), "config_hash": config.config_hash()}
+    outcome = join_out_of_fold(
+        data, folds, outcomes, output_dir, run_info, config.min_folds
+    )
+    return {"metrics": outcome.metrics, "paths": outcome.paths}

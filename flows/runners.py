@@ -1,0 +1,57 @@
+"""Pick the Prefect task runner that trains folds: threads, worker processes or Dask."""
+
+from __future__ import annotations
+
+import os
+
+from prefect.settings import PREFECT_API_URL
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+
+from tasks.config import ExecutionConfig
+from tasks.train import FoldRuntime
+
+
+def share_ephemeral_api() -> None:
+    """Point worker processes at this process's API instead of each starting its own.
+
+    In Prefect's ephemeral mode every new process would start a private API server on the
+    same SQLite file (slow, and 'database is locked'); exporting the running one's URL makes
+    workers report to the API the flow itself uses.
+    """
+    if PREFECT_API_URL.value():
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    if not server.running:
+        server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+
+
+def threads_per_worker(workers: int) -> int:
+    """Split the cores evenly so N workers never oversubscribe the machine."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def fold_runtime(execution: ExecutionConfig, workers: int, gpu: int | None = None) -> FoldRuntime:
+    """The per-fold runtime settings that follow from the execution config."""
+    return FoldRuntime(
+        threads=threads_per_worker(workers),
+        gpu=gpu,
+        steps_per_execution=execution.steps_per_execution,
+        log_every=execution.log_every,
+        validate_every=execution.validate_every,
+    )
+
+
+def make_task_runner(execution: ExecutionConfig, workers: int) -> TaskRunner:
+    """A task runner for `workers` concurrent folds, as the execution config asks."""
+    if execution.runner == "dask" or execution.dask_address:
+        from flows.dask_cluster import dask_task_runner
+
+        share_ephemeral_api()
+        return dask_task_runner(execution, workers)
+    if execution.runner == "thread" or workers == 1:
+        return ThreadPoolTaskRunner(max_workers=workers)
+    share_ephemeral_api()
+    return ProcessPoolTaskRunner(max_workers=workers)

@@ -1,0 +1,178 @@
+"""The one typed configuration of a foldflow run; the Prefect UI renders it as a form."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_DATA = PROJECT_ROOT / "data" / "jh-simple-standin.csv"
+REAL_DATA_URL = "https://data.heatonresearch.com/data/t81-558/jh-simple-dataset.csv"
+
+# Bump when a change to the training code would change a fold's predictions: old cached
+# fold results are then no longer reused.
+TRAINING_CODE_VERSION = "train-v1"
+
+
+def stable_hash(payload: Any, length: int = 64) -> str:
+    """Hash a JSON-able payload the same way on every machine and Python run."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+class ModelConfig(BaseModel):
+    """Everything that determines a fold's model and its training maths (the cache key)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hidden_units: list[int] = Field(
+        default=[50, 25], min_length=1, description="Units of each hidden Dense layer."
+    )
+    activation: Literal["relu", "tanh", "sigmoid", "elu", "selu"] = "relu"
+    regularizer: Literal["none", "l1", "l2", "l1_l2"] = Field(
+        default="l1", description="Penalty added to each hidden layer."
+    )
+    regularizer_on: Literal["activity", "kernel"] = Field(
+        default="activity", description="Penalise the layer's outputs (activity) or weights."
+    )
+    l1: float = Field(default=1e-4, ge=0, description="L1 strength (used by l1 and l1_l2).")
+    l2: float = Field(default=1e-3, ge=0, description="L2 strength (used by l2 and l1_l2).")
+    dropout: float = Field(
+        default=0.0, ge=0, lt=1, description="Dropout rate after each hidden layer (0 = none)."
+    )
+    optimizer: Literal["adam", "sgd", "rmsprop", "adamw"] = "adam"
+    learning_rate: float | None = Field(
+        default=None, gt=0, description="None keeps the optimizer's Keras default."
+    )
+    loss: Literal["categorical_crossentropy"] = "categorical_crossentropy"
+    epochs: int = Field(default=500, ge=1, le=100_000)
+    batch_size: int = Field(default=32, ge=1, le=65_536)
+
+    @model_validator(mode="after")
+    def _strengths_match_kind(self) -> ModelConfig:
+        if self.regularizer in ("l1", "l1_l2") and self.l1 <= 0:
+            raise ValueError(f"regularizer={self.regularizer!r} needs l1 > 0, got {self.l1}")
+        if self.regularizer in ("l2", "l1_l2") and self.l2 <= 0:
+            raise ValueError(f"regularizer={self.regularizer!r} needs l2 > 0, got {self.l2}")
+        return self
+
+    def effective(self) -> dict[str, Any]:
+        """The settings that actually change training (unused strengths dropped)."""
+        data = self.model_dump()
+        if self.regularizer in ("none", "l2"):
+            data.pop("l1")
+        if self.regularizer in ("none", "l1"):
+            data.pop("l2")
+        if self.regularizer == "none":
+            data.pop("regularizer_on")
+        return data
+
+    def label(self) -> str:
+        """A short human name, e.g. 'l1-activity-0.0001' or 'dropout-0.5'."""
+        parts = []
+        if self.regularizer != "none":
+            strength = {"l1": f"{self.l1:g}", "l2": f"{self.l2:g}"}.get(
+                self.regularizer, f"{self.l1:g}+{self.l2:g}"
+            )
+            parts.append(f"{self.regularizer}-{self.regularizer_on}-{strength}")
+        if self.dropout:
+            parts.append(f"dropout-{self.dropout:g}")
+        return "_".join(parts) or "none"
+
+
+class ExecutionConfig(BaseModel):
+    """Where and how folds run; never changes a fold's result, so it is not in the cache key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    runner: Literal["process", "thread", "dask"] = Field(
+        default="process", description="Worker processes on this machine, threads, or Dask."
+    )
+    workers: int | None = Field(
+        default=None, ge=1, le=256, description="Parallel folds; default min(folds, CPU cores)."
+    )
+    dask_address: str | None = Field(
+        default=None, description="tcp://host:8786 of an existing Dask scheduler."
+    )
+    gpus: list[int] | None = Field(
+        default=None, description="GPU ids to use, one fold per GPU; None = CPU only."
+    )
+    steps_per_execution: int = Field(
+        default=1000, ge=1, description="Optimizer steps per graph call (speed only)."
+    )
+    log_every: int = Field(default=50, ge=1, description="Log training loss every N epochs.")
+    validate_every: int = Field(
+        default=0, ge=0, description="Evaluate the test fold every N epochs (0 = never)."
+    )
+
+    def resolved_workers(self, folds: int) -> int:
+        """Default to one worker per fold, bounded by cores (or GPUs)."""
+        if self.workers:
+            return self.workers
+        limit = len(self.gpus) if self.gpus else (os.cpu_count() or 1)
+        return max(1, min(folds, limit))
+
+
+class DownloadConfig(BaseModel):
+    """How patiently the source is fetched."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    retries: int = Field(default=3, ge=0, le=20)
+    retry_delay_s: float = Field(default=1.0, ge=0)
+
+
+class CVConfig(BaseModel):
+    """A whole cross-validation run; the defaults reproduce the T81-558 5.3 notebook."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(
+        default=str(BUNDLED_DATA),
+        description=f"CSV to train on: http(s) URL, path or fsspec URL (real data: {REAL_DATA_URL}).",
+    )
+    sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-fA-F]{64}$", description="Expected sha256 of the CSV."
+    )
+    folds: int = Field(default=5, ge=2, le=100)
+    shuffle: bool = True
+    seed: int = Field(default=42, ge=0, description="KFold random_state and per-fold seeds.")
+    stratified: bool = Field(default=False, description="Use StratifiedKFold on the target.")
+    model: ModelConfig = ModelConfig()
+    output_dir: str = Field(default="output", description="Where the OOF table and metrics go.")
+    cache_dir: str = Field(
+        default=".foldflow/cache", description="Cleaned Parquet and fold results (shared storage)."
+    )
+    execution: ExecutionConfig = ExecutionConfig()
+    download: DownloadConfig = DownloadConfig()
+    fold_retries: int = Field(default=2, ge=0, le=20, description="Retries of a failing fold.")
+    min_folds: int | None = Field(
+        default=None, ge=1, description="Write partial results if at least this many folds ran."
+    )
+    refresh: bool = Field(default=False, description="Retrain folds even if cached.")
+
+    @model_validator(mode="after")
+    def _check_fold_counts(self) -> CVConfig:
+        if self.min_folds is not None and self.min_folds > self.folds:
+            raise ValueError(f"min_folds={self.min_folds} exceeds folds={self.folds}")
+        return self
+
+    def config_hash(self) -> str:
+        """8 hex digits naming what determines the results (data source excluded)."""
+        return stable_hash(
+            {
+                "folds": self.folds,
+                "shuffle": self.shuffle,
+                "seed": self.seed,
+                "stratified": self.stratified,
+                "model": self.model.effective(),
+            },
+            8,
+        )

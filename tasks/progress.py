@@ -1,0 +1,96 @@
+"""Live training progress: loss lines in the Prefect log and a progress artifact, rate-limited."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass
+class RateLimiter:
+    """Emit on the first and last epoch, else every N epochs and at most once per interval."""
+
+    every: int
+    total: int
+    min_seconds: float = 2.0
+    clock: Callable[[], float] = time.monotonic
+    _last: float | None = None
+
+    def due(self, epoch: int) -> bool:
+        """Whether progress for this (1-based) epoch should be reported."""
+        now = self.clock()
+        if epoch == self.total or self._last is None:
+            self._last = now
+            return True
+        if epoch % self.every == 0 and now - self._last >= self.min_seconds:
+            self._last = now
+            return True
+        return False
+
+
+@dataclass
+class ProgressReporter:
+    """Reports a fold's progress through Prefect without slowing the training loop."""
+
+    fold: int
+    epochs: int
+    log_every: int
+    logger: Any
+    artifacts: bool = True
+    min_seconds: float = 2.0
+    validation_history: dict[str, list[float]] = field(default_factory=dict)
+    _artifact_id: Any = None
+
+    def __post_init__(self) -> None:
+        self._log = RateLimiter(self.log_every, self.epochs, min_seconds=0.0)
+        self._bar = RateLimiter(max(1, self.epochs // 20), self.epochs, self.min_seconds)
+
+    def _update_artifact(self, epoch: int) -> None:
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+        from prefect.context import TaskRunContext
+
+        if not self.artifacts or TaskRunContext.get() is None:
+            return
+        percent = 100.0 * epoch / self.epochs
+        try:
+            if self._artifact_id is None:
+                self._artifact_id = create_progress_artifact(
+                    percent, description=f"fold {self.fold}: epochs done / {self.epochs}"
+                )
+            else:
+                update_progress_artifact(self._artifact_id, percent)
+        except Exception as err:  # noqa: BLE001 - progress must never fail a fold
+            self.logger.debug("progress artifact not updated: %s", err)
+
+    def on_epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        """Called after each epoch (1-based) with Keras' logs."""
+        if self._log.due(epoch):
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()))
+            self.logger.info("fold %d epoch %d/%d: %s", self.fold, epoch, self.epochs, shown)
+        if self._bar.due(epoch):
+            self._update_artifact(epoch)
+
+    def keras_callback(self, x_test: Any, y_test: Any, validate_every: int) -> Any:
+        """A Keras callback feeding this reporter (and the optional periodic validation)."""
+        import keras
+
+        reporter = self
+
+        class _Callback(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                logs = dict(logs or {})
+                done = epoch + 1
+                if validate_every and (done % validate_every == 0 or done == reporter.epochs):
+                    probs = np.clip(np.asarray(self.model.predict_on_batch(x_test)), 1e-7, 1.0)
+                    val_loss = float(-(y_test * np.log(probs)).sum(axis=1).mean())
+                    val_acc = float((probs.argmax(1) == y_test.argmax(1)).mean())
+                    reporter.validation_history.setdefault("val_epoch", []).append(done)
+                    reporter.validation_history.setdefault("val_loss", []).append(val_loss)
+                    reporter.validation_history.setdefault("val_accuracy", []).append(val_acc)
+                    logs.update(val_loss=val_loss, val_accuracy=val_acc)
+                reporter.on_epoch(done, logs)
+
+        return _Callback()

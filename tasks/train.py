@@ -1,0 +1,252 @@
+"""Train one fold of the notebook's Keras MLP, fast and seeded, and return its test predictions."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.context import TaskRunContext
+from prefect.tasks import exponential_backoff
+
+from tasks.clean import CleanedData, load_xy
+from tasks.config import TRAINING_CODE_VERSION, ModelConfig, stable_hash
+from tasks.errors import retry_unless_permanent
+from tasks.faults import maybe_inject_fault
+from tasks.folds import FoldSpec
+from tasks.logs import run_logger
+from tasks.progress import ProgressReporter
+
+
+@dataclass(frozen=True)
+class FoldRuntime:
+    """How a fold runs on its worker; it never changes the fold's numbers."""
+
+    threads: int = 1
+    gpu: int | None = None
+    steps_per_execution: int = 1000
+    log_every: int = 50
+    validate_every: int = 0
+    progress_artifacts: bool = True
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """What the join needs from a fold, small enough to persist and ship between processes."""
+
+    fold: int
+    test_ids: np.ndarray
+    test_positions: np.ndarray
+    probabilities: np.ndarray
+    accuracy: float
+    log_loss: float
+    final_loss: float
+    epochs: int
+    train_seconds: float
+    started_at: float
+    finished_at: float
+    worker: str
+    device: str
+    attempt: int
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def fold_results_storage(cache_dir: str) -> Any:
+    """Where fold results persist: a local folder, or any fsspec URL all workers can reach."""
+    if "://" in cache_dir and not cache_dir.startswith("file://"):
+        from prefect.filesystems import RemoteFileSystem
+
+        return RemoteFileSystem(basepath=f"{cache_dir.rstrip('/')}/folds")
+    return Path(cache_dir.removeprefix("file://")).expanduser().resolve() / "folds"
+
+
+def fold_seed(seed: int, fold: int) -> int:
+    """A distinct, reproducible seed per fold."""
+    return seed * 1000 + fold
+
+
+def fold_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """Key a fold's result by what determines it (data, rows, model, seed, code), not the run."""
+    data: CleanedData = parameters["data"]
+    fold: FoldSpec = parameters["fold"]
+    model: ModelConfig = parameters["model"]
+    payload = {
+        "data": data.data_key,
+        "fold": fold.index,
+        "rows": fold.assignment_hash(),
+        "model": model.effective(),
+        "seed": parameters["seed"],
+        "code": TRAINING_CODE_VERSION,
+    }
+    return f"fold-{fold.index}-{stable_hash(payload, 32)}"
+
+
+def import_tensorflow(threads: int, gpu: int | None) -> Any:
+    """Import TensorFlow once per worker with its thread budget and at most one visible GPU."""
+    first = "tensorflow" not in sys.modules
+    if first:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+        os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
+    import tensorflow as tf
+
+    if first:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            pass  # runtime already initialised by someone else in this process
+        gpus = tf.config.list_physical_devices("GPU")
+        try:
+            if gpu is None or not gpus:
+                tf.config.set_visible_devices([], "GPU")
+            else:
+                # Workers that own one GPU see it as their first device (CUDA_VISIBLE_DEVICES).
+                chosen = gpus[gpu] if gpu < len(gpus) and len(gpus) > 1 else gpus[0]
+                tf.config.set_visible_devices([chosen], "GPU")
+                tf.config.experimental.set_memory_growth(chosen, True)
+        except RuntimeError:
+            pass
+        tf.config.experimental.enable_op_determinism()
+    return tf
+
+
+def build_model(n_features: int, n_classes: int, cfg: ModelConfig, steps_per_execution: int):
+    """The notebook's network, generalised to the config's layers and penalties."""
+    import keras
+
+    def penalty():
+        if cfg.regularizer == "l1":
+            return keras.regularizers.L1(cfg.l1)
+        if cfg.regularizer == "l2":
+            return keras.regularizers.L2(cfg.l2)
+        if cfg.regularizer == "l1_l2":
+            return keras.regularizers.L1L2(l1=cfg.l1, l2=cfg.l2)
+        return None
+
+    on_activity = cfg.regularizer_on == "activity"
+    layers: list[Any] = [keras.Input(shape=(n_features,))]
+    for units in cfg.hidden_units:
+        layers.append(
+            keras.layers.Dense(
+                units,
+                activation=cfg.activation,
+                activity_regularizer=penalty() if on_activity else None,
+                kernel_regularizer=None if on_activity else penalty(),
+            )
+        )
+        if cfg.dropout:
+            layers.append(keras.layers.Dropout(cfg.dropout))
+    layers.append(keras.layers.Dense(n_classes, activation="softmax"))
+    model = keras.Sequential(layers)
+    optimizer = keras.optimizers.get(cfg.optimizer)
+    if cfg.learning_rate is not None:
+        optimizer.learning_rate = cfg.learning_rate
+    model.compile(loss=cfg.loss, optimizer=optimizer, steps_per_execution=steps_per_execution)
+    return model
+
+
+@lru_cache(maxsize=4)
+def _cached_xy(data: CleanedData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read the cleaned table once per worker process, however many folds it trains."""
+    return load_xy(data)
+
+
+def _attempt() -> int:
+    """This task run's attempt number (1 for the first try), or 1 outside Prefect."""
+    ctx = TaskRunContext.get()
+    return ctx.task_run.run_count if ctx and ctx.task_run.run_count else 1
+
+
+@task(
+    name="train-fold",
+    task_run_name="fold-{fold.index}",
+    retries=2,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_unless_permanent,
+    cache_key_fn=fold_cache_key,
+    persist_result=True,
+    result_serializer="pickle",
+)
+def train_fold(
+    data: CleanedData,
+    fold: FoldSpec,
+    model: ModelConfig,
+    seed: int,
+    runtime: FoldRuntime = FoldRuntime(),
+) -> FoldResult:
+    """Train one fold independently so folds can run anywhere, be retried and be cached."""
+    logger = run_logger()
+    attempt = _attempt()
+    maybe_inject_fault(fold.index, attempt)
+    tf = import_tensorflow(runtime.threads, runtime.gpu)
+    import keras
+    from sklearn.metrics import accuracy_score, log_loss
+
+    ids, x, y = _cached_xy(data)
+    train_pos, test_pos = fold.train_positions(), fold.test_positions
+    x_train, y_train, x_test, y_test = x[train_pos], y[train_pos], x[test_pos], y[test_pos]
+
+    keras.utils.set_random_seed(fold_seed(seed, fold.index))
+    keras.backend.clear_session()
+    net = build_model(x.shape[1], y.shape[1], model, runtime.steps_per_execution)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((x_train, y_train))
+        .cache()
+        .shuffle(len(x_train), seed=fold_seed(seed, fold.index), reshuffle_each_iteration=True)
+        .batch(model.batch_size)
+    )
+    device = f"GPU:{runtime.gpu}" if runtime.gpu is not None else "CPU"
+    progress = ProgressReporter(
+        fold=fold.index,
+        epochs=model.epochs,
+        log_every=runtime.log_every,
+        logger=logger,
+        artifacts=runtime.progress_artifacts,
+    )
+    callbacks = [progress.keras_callback(x_test, y_test, runtime.validate_every)]
+    logger.info(
+        "fold %d/%d attempt %d: training on %d rows, testing on %d, %d epochs, %s, %d thread(s)",
+        fold.index, fold.n_folds, attempt, len(train_pos), len(test_pos),
+        model.epochs, device, runtime.threads,
+    )  # fmt: skip
+    started = time.time()
+    fit = net.fit(dataset, epochs=model.epochs, verbose=0, shuffle=False, callbacks=callbacks)
+    probabilities = np.asarray(net.predict_on_batch(x_test), dtype=np.float64)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)  # float32 softmax -> sums to 1
+    finished = time.time()
+
+    truth = y_test.argmax(axis=1)
+    accuracy = float(accuracy_score(truth, probabilities.argmax(axis=1)))
+    loss = float(log_loss(truth, probabilities, labels=range(y.shape[1])))
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    history.update(progress.validation_history)
+    logger.info(
+        "fold %d: accuracy %.4f, log-loss %.4f, %.1f s", fold.index, accuracy, loss,
+        finished - started,
+    )  # fmt: skip
+    return FoldResult(
+        fold=fold.index,
+        test_ids=ids[test_pos],
+        test_positions=test_pos,
+        probabilities=probabilities,
+        accuracy=accuracy,
+        log_loss=loss,
+        final_loss=history["loss"][-1],
+        epochs=model.epochs,
+        train_seconds=finished - started,
+        started_at=started,
+        finished_at=finished,
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+        device=device,
+        attempt=attempt,
+        history=history,
+    )
