@@ -23,10 +23,15 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     m, e = DEFAULTS.model, DEFAULTS.execution
     data = parser.add_argument_group("data")
     data.add_argument("--config", help="JSON or YAML file with a CVConfig; options override it")
-    data.add_argument("--source", help=f"CSV URL, path or fsspec URL (default: bundled {Path(DEFAULTS.source).name})")
+    data.add_argument(
+        "--source",
+        help=f"CSV URL, path or fsspec URL (default: bundled {Path(DEFAULTS.source).name})",
+    )
     data.add_argument("--sha256", help="expected sha256 of the CSV; a mismatch stops the run")
     data.add_argument("--output-dir", help=f"where results go (default: {DEFAULTS.output_dir})")
-    data.add_argument("--cache-dir", help=f"cleaned data and fold results (default: {DEFAULTS.cache_dir})")
+    data.add_argument(
+        "--cache-dir", help=f"cleaned data and fold results (default: {DEFAULTS.cache_dir})"
+    )
     cv = parser.add_argument_group("cross-validation")
     cv.add_argument("--folds", type=int, help=f"number of folds (default: {DEFAULTS.folds})")
     cv.add_argument("--seed", type=int, help=f"split and training seed (default: {DEFAULTS.seed})")
@@ -50,7 +55,9 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--dask-address", help="tcp://host:8786 of an existing Dask cluster")
     run.add_argument("--gpus", help="GPU count or ids, e.g. 2 or 0,1 (one fold per GPU)")
     run.add_argument("--validate-every", type=int, help="evaluate the test fold every N epochs")
-    run.add_argument("--log-every", type=int, help=f"log loss every N epochs (default: {e.log_every})")
+    run.add_argument(
+        "--log-every", type=int, help=f"log loss every N epochs (default: {e.log_every})"
+    )
     run.add_argument("--retries", type=int, dest="fold_retries", help="retries of a failing fold")
     run.add_argument("--min-folds", type=int, help="accept partial results with at least K folds")
     run.add_argument("--refresh", action="store_true", default=None, help="retrain cached folds")
@@ -112,7 +119,7 @@ def print_summary(result: dict[str, Any], seconds: float) -> None:
         f"fold accuracy: {metrics['mean_accuracy']:.4f} ± {metrics['std_accuracy']:.4f}; "
         f"log-loss {metrics['log_loss']:.4f}; majority class {metrics['majority_accuracy']:.4f}"
     )
-    for name, path in paths.items():
+    for path in paths.values():
         print(f"wrote {path}")
     print(f"wall time: {seconds:.1f} s")
 

@@ -73,7 +73,5 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any]:
     output_dir = check_output_dir(config.output_dir)
     outcomes = _run_folds(data, folds, config)
     run_info = {"config": config.model_dump(mode="json"), "config_hash": config.config_hash()}
-    outcome = join_out_of_fold(
-        data, folds, outcomes, output_dir, run_info, config.min_folds
-    )
+    outcome = join_out_of_fold(data, folds, outcomes, output_dir, run_info, config.min_folds)
     return {"metrics": outcome.metrics, "paths": outcome.paths}

@@ -55,10 +55,13 @@ def read_raw_csv(path: str) -> pd.DataFrame:
             encoding="utf-8-sig",
         )
     except pd.errors.EmptyDataError:
-        raise DataValidationError(f"{path}: the file is empty; expected a CSV with a header row")
+        raise DataValidationError(
+            f"{path}: the file is empty; expected a CSV with a header row"
+        ) from None
     except UnicodeDecodeError as err:
         raise DataValidationError(
-            f"{path}: not valid UTF-8 at byte {err.start} ({err.object[err.start:err.start + 1]!r})"
+            f"{path}: not valid UTF-8 at byte {err.start} "
+            f"({err.object[err.start : err.start + 1]!r}); save the file as UTF-8"
         ) from err
     except pd.errors.ParserError as err:
         raise DataValidationError(f"{path}: malformed CSV: {err}") from err

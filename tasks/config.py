@@ -136,7 +136,7 @@ class CVConfig(BaseModel):
 
     source: str = Field(
         default=str(BUNDLED_DATA),
-        description=f"CSV to train on: http(s) URL, path or fsspec URL (real data: {REAL_DATA_URL}).",
+        description=f"CSV: http(s) URL, path or fsspec URL (real data: {REAL_DATA_URL}).",
     )
     sha256: str | None = Field(
         default=None, pattern=r"^[0-9a-fA-F]{64}$", description="Expected sha256 of the CSV."

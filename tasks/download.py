@@ -1,4 +1,4 @@
-"""Download step: fetch the raw CSV once, atomically and hashed, so later steps read a stable file."""
+"""Download step: fetch the raw CSV once, atomically and hashed, so later steps read one file."""
 
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def _check_response(source: str, response: httpx.Response, max_bytes: int) -> in
     """Turn a bad status or header into the right error class; return the declared length."""
     where = source if str(response.url) == source else f"{source} (redirected to {response.url})"
     status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
-    if response.status_code >= 500 or response.status_code == 429:
+    if response.status_code >= 500 or response.status_code in (408, 429):
         raise TransientDownloadError(f"GET {where} returned {status}")
     if response.status_code >= 400:
         raise DownloadError(f"GET {where} returned {status}")
@@ -258,7 +258,7 @@ def download_csv(
     timeout_s: float = 30.0,
     max_bytes: int = 200 * 1024 * 1024,
 ) -> RawData:
-    """Fetch the raw CSV once, atomically, so every later step reads a complete, hashed local file."""
+    """Fetch the raw CSV once, atomically, so each later step reads a complete hashed local file."""
     logger = _logger()
     expected = _normalize_expected(expected_sha256)
     dest_dir = os.fspath(dest_dir)

@@ -25,7 +25,9 @@ def parse_fail_folds(spec: str) -> dict[int, int | str]:
     for item in filter(None, (part.strip() for part in spec.split(","))):
         fold, _, how = item.partition(":")
         if not fold.isdigit() or (how and how != "kill" and not how.isdigit()):
-            raise ValueError(f"{FAIL_FOLDS_ENV}: cannot read {item!r}; use FOLD, FOLD:N or FOLD:kill")
+            raise ValueError(
+                f"{FAIL_FOLDS_ENV}: cannot read {item!r}; use FOLD, FOLD:N or FOLD:kill"
+            )
         plan[int(fold)] = int(how) if how.isdigit() else (how or "always")
     return plan
 

@@ -47,7 +47,7 @@ def split_folds(
         raise DataValidationError(f"{n_rows} rows cannot be split into {n_folds} folds")
     if labels is not None:
         values, counts = np.unique(labels, return_counts=True)
-        rare = [(v, int(c)) for v, c in zip(values, counts) if c < n_folds]
+        rare = [(str(v), int(c)) for v, c in zip(values, counts) if c < n_folds]
         if rare:
             raise DataValidationError(
                 f"stratified {n_folds}-fold needs every class at least {n_folds} times; "

@@ -21,7 +21,11 @@ from tasks.outputs import staged_files
 from tasks.report import publish_artifacts
 from tasks.train import FoldResult
 
-OOF_PARQUET, OOF_CSV, METRICS_JSON = "oof_predictions.parquet", "oof_predictions.csv", "metrics.json"
+OOF_PARQUET, OOF_CSV, METRICS_JSON = (
+    "oof_predictions.parquet",
+    "oof_predictions.csv",
+    "metrics.json",
+)
 
 
 class PartitionError(FoldflowError):
@@ -232,4 +236,3 @@ def join_out_of_fold(
     outcome = JoinOutcome(metrics=metrics, paths={k: str(v) for k, v in paths.items()})
     publish_artifacts(outcome)
     return outcome
-

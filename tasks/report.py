@@ -42,11 +42,15 @@ def render_summary(metrics: dict[str, Any], paths: dict[str, str]) -> str:
         "",
         f"- out-of-fold accuracy: **{metrics['final_accuracy']:.4f}** over "
         f"{metrics['n_scored']} of {metrics['n_rows']} rows"
-        + (" (**partial**: folds " + ", ".join(map(str, metrics["missing_folds"])) + " missing)"
-           if metrics["partial"] else ""),
+        + (
+            " (**partial**: folds " + ", ".join(map(str, metrics["missing_folds"])) + " missing)"
+            if metrics["partial"]
+            else ""
+        ),
         f"- per-fold accuracy: {metrics['mean_accuracy']:.4f} ± {metrics['std_accuracy']:.4f}"
         " (mean ± std over folds)",
-        f"- log-loss: {metrics['log_loss']:.4f}; majority class: {metrics['majority_accuracy']:.4f}",
+        f"- log-loss: {metrics['log_loss']:.4f}; "
+        f"majority class: {metrics['majority_accuracy']:.4f}",
         f"- data sha256: `{metrics.get('data_sha256', '?')}`",
         "",
         "## Per fold",
@@ -60,7 +64,8 @@ def render_summary(metrics: dict[str, Any], paths: dict[str, str]) -> str:
         else:
             lines.append(
                 f"| {row['fold']} | {row['accuracy']:.4f} | {row['log_loss']:.4f} | "
-                f"{row['train_seconds']:.1f} | {row['worker']} ({row['device']}) | {row['attempt']} |"
+                f"{row['train_seconds']:.1f} | {row['worker']} ({row['device']}) | "
+                f"{row['attempt']} |"
             )
     lines += ["", "## Per class", "", "| class | precision | recall | F1 | support |",
               "|---|---:|---:|---:|---:|"]  # fmt: skip

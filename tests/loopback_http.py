@@ -40,9 +40,10 @@ class Reply:
 
     status/body/headers: what is sent. content_length: the declared Content-Length (default
     len(body)); declare more than you send to simulate a truncated body (the connection closes
-    after the body, HTTP/1.0 style). omit_length: send no Content-Length, the body ends at close. delay_s: wait before sending anything (a server that never
-    answers). stall_after/stall_s: send that many body bytes, then wait stall_s before the rest
-    (a server that stalls mid-body). drop: close the connection without any response.
+    after the body, HTTP/1.0 style). omit_length: send no Content-Length, the body ends at close.
+    delay_s: wait before sending anything (a server that never answers).
+    stall_after/stall_s: send that many body bytes, then wait stall_s before the rest (a server
+    that stalls mid-body). drop: close the connection without any response.
     Waits end early when the server shuts down, so stalls never outlive a test.
     """
 

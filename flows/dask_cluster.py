@@ -1,0 +1,133 @@
+"""Dask task runners for the fold fan-out: a local cluster, one worker per GPU, or the user's own.
+
+- `dask_address` set: connect to that scheduler (a cluster the user started and owns).
+- `gpus` set: one single-threaded worker process per GPU, each declaring the resource
+  `GPU=1` and seeing only its own device (`CUDA_VISIBLE_DEVICES`); `dask_cuda.LocalCUDACluster`
+  when installed, else a `SpecCluster` of `Nanny` workers. Wrap the fold `.map(...)` in
+  `gpu_resource_annotation()` so each fold task asks for `GPU: 1`, and Dask never runs two folds
+  on one GPU.
+- otherwise: a `LocalCluster` of `workers` worker processes, one Dask thread each (TensorFlow's
+  own thread budget comes from `FoldRuntime.threads`).
+
+Everything listens on 127.0.0.1 only and starts no dashboard. Worker processes are spawned from
+this process and inherit its environment when the cluster starts (which `DaskTaskRunner` does
+lazily, at the first task submitted), so a `PREFECT_API_URL` exported before that
+(`flows.runners.share_ephemeral_api`) reaches them; each Prefect task also carries the flow's
+settings context with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import dask
+import distributed
+from prefect_dask import DaskTaskRunner
+
+from tasks.config import ExecutionConfig
+from tasks.devices import check_devices
+
+GPU_RESOURCE = "GPU"
+LOOPBACK = "127.0.0.1"
+SCHEDULER_HTTP = f"{LOOPBACK}:0"
+
+
+def local_cluster_kwargs(workers: int) -> dict[str, Any]:
+    """`LocalCluster` arguments for `workers` single-threaded worker processes on loopback."""
+    return {
+        "n_workers": max(1, workers),
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": LOOPBACK,
+        "dashboard_address": None,
+        # The scheduler's HTTP server (health/metrics routes) starts even without a dashboard;
+        # keep it on loopback and a free port instead of 8787, which another cluster may hold.
+        "scheduler_kwargs": {"dashboard_address": SCHEDULER_HTTP},
+    }
+
+
+def gpu_worker_specs(gpus: Sequence[int]) -> dict[str, dict[str, Any]]:
+    """One Nanny-managed worker per GPU id: 1 thread, resource GPU=1, only that GPU visible."""
+    return {
+        f"gpu-{gpu}": {
+            "cls": distributed.Nanny,
+            "options": {
+                "nthreads": 1,
+                "resources": {GPU_RESOURCE: 1},
+                "env": {"CUDA_VISIBLE_DEVICES": str(gpu)},
+                "host": LOOPBACK,
+            },
+        }
+        for gpu in check_devices(gpus)
+    }
+
+
+def gpu_cluster(gpus: Sequence[int], **kwargs: Any) -> distributed.deploy.Cluster:
+    """A local cluster with one worker per GPU, each owning exactly one device.
+
+    `dask_cuda.LocalCUDACluster` when it is installed (it also pins CPU affinity; each worker
+    sees its own GPU first in a rotated `CUDA_VISIBLE_DEVICES`, so `FoldRuntime.gpu=0` picks
+    it); otherwise a `SpecCluster` of Nanny workers with `CUDA_VISIBLE_DEVICES=<id>` each.
+    Extra keyword arguments go to the cluster class (`DaskTaskRunner` passes none itself).
+    """
+    ids = check_devices(gpus)
+    if not ids:
+        raise ValueError("gpu_cluster needs at least one GPU id")
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        LocalCUDACluster = None  # noqa: N806
+    if LocalCUDACluster is not None:
+        return LocalCUDACluster(
+            CUDA_VISIBLE_DEVICES=",".join(map(str, ids)),
+            threads_per_worker=1,
+            resources={GPU_RESOURCE: 1},
+            host=LOOPBACK,
+            dashboard_address=None,
+            **kwargs,
+        )
+    scheduler = {
+        "cls": distributed.Scheduler,
+        "options": {"host": LOOPBACK, "dashboard": False, "dashboard_address": SCHEDULER_HTTP},
+    }
+    return distributed.SpecCluster(
+        workers=gpu_worker_specs(ids), scheduler=scheduler, name="foldflow-gpus", **kwargs
+    )
+
+
+def dask_task_runner(execution: ExecutionConfig, workers: int) -> DaskTaskRunner:
+    """The Dask runner the execution config asks for (see the module docstring)."""
+    if execution.dask_address:
+        return DaskTaskRunner(address=execution.dask_address)
+    if execution.gpus:
+        return DaskTaskRunner(
+            cluster_class=gpu_cluster, cluster_kwargs={"gpus": check_devices(execution.gpus)}
+        )
+    return DaskTaskRunner(
+        cluster_class=distributed.LocalCluster, cluster_kwargs=local_cluster_kwargs(workers)
+    )
+
+
+@contextlib.contextmanager
+def gpu_resource_annotation(enabled: bool = True, gpus_per_task: int = 1) -> Iterator[None]:
+    """Make every Dask task submitted inside ask for `GPU: gpus_per_task` (no-op if disabled).
+
+    Works around Prefect's `task.map(...)`/`.submit(...)` with a `DaskTaskRunner`: Prefect
+    submits from the calling thread, and `distributed.Client` merges `dask.get_annotations()`
+    (a context variable) into each submission. Tasks then wait for a worker that declares the
+    resource, so on a cluster whose workers declare none they never start: only enable it for
+    clusters with GPU workers (see `cluster_gpu_slots`).
+    """
+    if not enabled:
+        yield
+        return
+    with dask.annotate(resources={GPU_RESOURCE: gpus_per_task}):
+        yield
+
+
+def cluster_gpu_slots(client: distributed.Client) -> int:
+    """How many `GPU` resource units the cluster's workers declare in total."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    return int(sum(w.get("resources", {}).get(GPU_RESOURCE, 0) for w in workers.values()))

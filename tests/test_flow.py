@@ -1,0 +1,51 @@
+"""The whole DAG on the bundled data: real Prefect API, real Parquet, real Keras (few epochs)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from flows.cross_validate import cross_validate
+from tasks.config import CVConfig, ExecutionConfig, ModelConfig
+
+
+def small_config(tmp_path, **overrides) -> CVConfig:
+    base = dict(
+        model=ModelConfig(epochs=3),
+        output_dir=str(tmp_path / "out"),
+        cache_dir=str(tmp_path / "cache"),
+        execution=ExecutionConfig(workers=2),
+        fold_retries=0,
+    )
+    return CVConfig(**{**base, **overrides})
+
+
+def test_flow_writes_an_aligned_oof_table(tmp_path, bundled_csv):
+    result = cross_validate(small_config(tmp_path))
+    table = pd.read_parquet(tmp_path / "out" / "oof_predictions.parquet")
+    raw = pd.read_csv(bundled_csv, dtype={"product": str})
+    assert len(table) == len(raw) == 2000
+    assert table["id"].is_unique and table["id"].is_monotonic_increasing
+    truth = raw.set_index("id")["product"]
+    assert (table["product"].to_numpy() == truth.loc[table["id"]].to_numpy()).all()
+    assert sorted(table["fold"].unique()) == [1, 2, 3, 4, 5]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["final_accuracy"] == pytest.approx(table["correct"].mean())
+    assert metrics == result["metrics"]
+    assert len(metrics["fold_accuracy"]) == 5
+    probs = table[[f"p_{c}" for c in metrics["classes"]]]
+    assert (probs.idxmax(axis=1).str[2:] == table["predicted"]).all()
+    assert len({f["worker"] for f in metrics["folds"]}) == 2  # two worker processes
+    assert metrics["data_sha256"] and metrics["config"]["model"]["epochs"] == 3
+
+
+def test_a_failed_fold_fails_the_flow_and_names_the_fold(tmp_path, monkeypatch):
+    monkeypatch.setenv("FOLDFLOW_FAIL_FOLDS", "2")
+    config = small_config(tmp_path, execution=ExecutionConfig(runner="thread", workers=1))
+    state = cross_validate(config, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="fold 2: InjectedFault"):
+        state.result()
+    assert not (tmp_path / "out" / "metrics.json").exists()

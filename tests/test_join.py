@@ -1,0 +1,95 @@
+"""The join puts every prediction back at its own id, as cross_val_predict does."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.clean import CleanedData
+from tasks.errors import FoldFailedError
+from tasks.folds import split_folds
+from tasks.join import PartitionError, join_out_of_fold
+from tasks.train import FoldResult
+
+CLASSES = ("a", "b", "c")
+
+
+def make_data(tmp_path, n=23):
+    """A cleaned table whose ids are scrambled (not equal to positions) and labels known."""
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(np.arange(100, 100 + n))
+    labels = np.array(CLASSES)[ids % 3]
+    path = tmp_path / "clean.parquet"
+    pd.DataFrame({"id": ids, "product": labels}).to_parquet(path)
+    data = CleanedData(str(path), "key", "f" * 64, n, ("x",), CLASSES)
+    return data, ids, labels
+
+
+def encoded_result(fold, ids, accuracy=1.0):
+    """Predictions that encode their row's id: class = id % 3, confidence = id / 1e6."""
+    pos = fold.test_positions
+    probs = np.full((len(pos), 3), 0.0)
+    probs[np.arange(len(pos)), ids[pos] % 3] = 1.0 - ids[pos] / 1e6
+    probs[np.arange(len(pos)), (ids[pos] + 1) % 3] = ids[pos] / 1e6
+    return FoldResult(
+        fold=fold.index, test_ids=ids[pos], test_positions=pos, probabilities=probs,
+        accuracy=accuracy, log_loss=0.1, final_loss=0.2, epochs=1, train_seconds=0.5,
+        started_at=0.0, finished_at=1.0, worker="w", device="CPU", attempt=1,
+    )  # fmt: skip
+
+
+def test_every_prediction_lands_at_its_own_id(tmp_path):
+    data, ids, labels = make_data(tmp_path)
+    folds = split_folds(len(ids), 4, shuffle=True, seed=3)
+    results = [encoded_result(f, ids) for f in reversed(folds)]  # out of order on purpose
+    outcome = join_out_of_fold.fn(data, folds, results[::-1], str(tmp_path / "out"), {})
+    table = pd.read_parquet(outcome.paths["oof_predictions.parquet"])
+    assert table["id"].tolist() == sorted(ids)
+    np.testing.assert_allclose(table[["p_a", "p_b", "p_c"]].max(axis=1), 1 - table["id"] / 1e6)
+    assert (table["predicted"] == np.array(CLASSES)[table["id"] % 3]).all()
+    assert (table["product"] == np.array(CLASSES)[table["id"] % 3]).all()
+    assert table["correct"].all()
+    fold_of = {int(i): f.index for f in folds for i in ids[f.test_positions]}
+    assert table["fold"].tolist() == [fold_of[i] for i in table["id"]]
+    csv = pd.read_csv(outcome.paths["oof_predictions.csv"])
+    assert csv["id"].tolist() == table["id"].tolist()
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["final_accuracy"] == 1.0 and metrics["n_rows"] == len(ids)
+
+
+def test_overlapping_results_are_refused(tmp_path):
+    data, ids, _ = make_data(tmp_path)
+    folds = split_folds(len(ids), 2, shuffle=True, seed=3)
+    bad = encoded_result(folds[0], ids)
+    clash = FoldResult(**{**bad.__dict__, "fold": 2})
+    with pytest.raises(PartitionError):
+        join_out_of_fold.fn(data, folds, [bad, clash], str(tmp_path / "out"), {})
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_mismatched_ids_are_refused(tmp_path):
+    data, ids, _ = make_data(tmp_path)
+    folds = split_folds(len(ids), 2, shuffle=True, seed=3)
+    good = encoded_result(folds[0], ids)
+    wrong = encoded_result(folds[1], ids)
+    wrong = FoldResult(**{**wrong.__dict__, "test_ids": wrong.test_ids[::-1].copy()})
+    with pytest.raises(PartitionError, match="fold 2"):
+        join_out_of_fold.fn(data, folds, [good, wrong], str(tmp_path / "out"), {})
+
+
+def test_failed_fold_fails_the_join_by_default_and_partial_is_opt_in(tmp_path):
+    data, ids, _ = make_data(tmp_path)
+    folds = split_folds(len(ids), 3, shuffle=True, seed=3)
+    outcomes = [encoded_result(folds[0], ids), RuntimeError("boom"), encoded_result(folds[2], ids)]
+    with pytest.raises(FoldFailedError, match="fold 2: RuntimeError: boom"):
+        join_out_of_fold.fn(data, folds, outcomes, str(tmp_path / "out"), {})
+    outcome = join_out_of_fold.fn(data, folds, outcomes, str(tmp_path / "out"), {}, min_folds=2)
+    assert outcome.metrics["partial"] is True and outcome.metrics["missing_folds"] == [2]
+    table = pd.read_parquet(outcome.paths["oof_predictions.parquet"])
+    missing = set(ids[folds[1].test_positions])
+    assert set(table.loc[table["missing"], "id"]) == missing
+    assert table.loc[table["missing"], "predicted"].isna().all()
+    assert outcome.metrics["n_scored"] == len(ids) - len(missing)
