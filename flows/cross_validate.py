@@ -12,7 +12,7 @@ from tasks.clean import CleanedData, clean_to_parquet
 from tasks.config import CVConfig, ModelConfig
 from tasks.download import download_csv
 from tasks.folds import FoldSpec, plan_folds
-from tasks.join import join_out_of_fold
+from tasks.join import collect_outcome, join_out_of_fold
 from tasks.outputs import check_output_dir
 from tasks.train import fold_results_storage, train_fold
 
@@ -38,7 +38,7 @@ def train_folds(
 ) -> list[Any]:
     """Step 3: one `train_fold` task per (fold, model), fanned out on the chosen runner.
 
-    Returns each fold's result, or its exception where it failed, in input order.
+    Returns each fold's result, or a FoldFailure where it failed, in input order.
     """
     workers = config.execution.resolved_workers(len(folds))
     fold_task = train_fold.with_options(
@@ -54,7 +54,7 @@ def train_folds(
         unmapped(fold_runtime(config.execution, workers)),
     )
     wait(futures)
-    return [f.state.result(raise_on_failure=False) for f in futures]
+    return [collect_outcome(future, fold.index) for future, fold in zip(futures, folds)]
 
 
 def _run_folds(data: CleanedData, folds: list[FoldSpec], config: CVConfig) -> list[Any]:

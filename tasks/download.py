@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
 import re
 import tempfile
@@ -16,11 +15,10 @@ from urllib.request import url2pathname
 import fsspec
 import httpx
 from prefect import task
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
 from tasks.errors import DownloadError, TransientDownloadError, retry_unless_permanent
+from tasks.logs import current_attempt, run_logger
 
 CHUNK_SIZE = 1024 * 1024
 _HTML_SNIFF_BYTES = 1024
@@ -37,14 +35,6 @@ class RawData:
     sha256: str  # hex sha256 of its content
     source: str  # what the user gave
     n_bytes: int
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    """Prefect's run logger inside a run, a module logger when called as `.fn` outside one."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
 
 
 def _normalize_expected(expected_sha256: str | None) -> str | None:
@@ -259,13 +249,16 @@ def download_csv(
     max_bytes: int = 200 * 1024 * 1024,
 ) -> RawData:
     """Fetch the raw CSV once, atomically, so each later step reads a complete hashed local file."""
-    logger = _logger()
+    logger = run_logger(__name__)
     expected = _normalize_expected(expected_sha256)
     dest_dir = os.fspath(dest_dir)
     try:
         raw = _fetch(source, dest_dir, expected, timeout_s, max_bytes)
     except TransientDownloadError as exc:
-        logger.warning("download attempt failed (transient, worth retrying): %s", exc)
+        attempt, allowed = current_attempt()
+        if attempt >= allowed:
+            raise TransientDownloadError(f"{exc} — gave up after {allowed} attempt(s)") from exc
+        logger.warning("download attempt %d/%d failed, will retry: %s", attempt, allowed, exc)
         raise
     logger.info("fetched %s: %d bytes, sha256=%s -> %s", source, raw.n_bytes, raw.sha256, raw.path)
     return raw

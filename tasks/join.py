@@ -18,7 +18,7 @@ from tasks.errors import FoldFailedError, FoldflowError
 from tasks.folds import FoldSpec
 from tasks.logs import run_logger
 from tasks.outputs import staged_files
-from tasks.report import publish_artifacts
+from tasks.report import publish_artifacts, publish_failures
 from tasks.train import FoldResult
 
 OOF_PARQUET, OOF_CSV, METRICS_JSON = (
@@ -30,6 +30,40 @@ OOF_PARQUET, OOF_CSV, METRICS_JSON = (
 
 class PartitionError(FoldflowError):
     """Fold results do not cover each row exactly once."""
+
+
+@dataclass(frozen=True)
+class FoldFailure:
+    """Why a fold has no result: its final state, how many attempts it had, and the error."""
+
+    fold: int
+    state: str
+    attempts: int
+    error: str
+
+    def describe(self) -> str:
+        """One line for logs, errors and the UI."""
+        return f"{self.state} after {self.attempts} attempt(s): {self.error}"
+
+
+def collect_outcome(future: Any, fold: int) -> Any:
+    """A fold future's result, or a FoldFailure saying which attempt failed and why."""
+    state = future.state
+    if state.is_completed():
+        return state.result()
+    error = state.result(raise_on_failure=False)
+    attempts = 1
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            attempts = client.read_task_run(future.task_run_id).run_count or 1
+    except Exception:  # noqa: BLE001 - the count is a courtesy; the error itself matters
+        pass
+    reason = describe_failure(error) if isinstance(error, BaseException) else str(state.message)
+    return FoldFailure(
+        fold=fold, state=state.name or state.type.value, attempts=attempts, error=reason
+    )
 
 
 @dataclass(frozen=True)
@@ -56,6 +90,8 @@ def split_outcomes(
     for spec, outcome in zip(folds, outcomes):
         if isinstance(outcome, FoldResult):
             done.append(outcome)
+        elif isinstance(outcome, FoldFailure):
+            failed[spec.index] = outcome.describe()
         else:
             failed[spec.index] = describe_failure(outcome) if outcome is not None else "no result"
     return done, failed
@@ -203,6 +239,8 @@ def join_out_of_fold(
     results, failed = split_outcomes(folds, outcomes)
     for index, reason in sorted(failed.items()):
         logger.error("fold %d failed: %s", index, reason)
+    if failed:
+        publish_failures(failed)
     needed = len(folds) if min_folds is None else min_folds
     if len(results) < needed:
         names = "; ".join(f"fold {i}: {why}" for i, why in sorted(failed.items()))

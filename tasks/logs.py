@@ -15,3 +15,14 @@ def run_logger(name: str = "foldflow") -> Any:
         return get_run_logger()
     except MissingContextError:
         return logging.getLogger(name)
+
+
+def current_attempt() -> tuple[int, int]:
+    """(this attempt, attempts allowed) of the running task; (1, 1) outside Prefect."""
+    from prefect.context import TaskRunContext
+
+    ctx = TaskRunContext.get()
+    if ctx is None:
+        return 1, 1
+    retries = ctx.task.retries or 0
+    return max(1, ctx.task_run.run_count or 1), retries + 1

@@ -84,6 +84,29 @@ def render_summary(metrics: dict[str, Any], paths: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _in_run() -> bool:
+    from prefect.context import get_run_context
+    from prefect.exceptions import MissingContextError
+
+    try:
+        get_run_context()
+    except MissingContextError:
+        return False
+    return True
+
+
+def publish_failures(failed: dict[int, str]) -> None:
+    """A table artifact naming each failed fold, its final state, attempts and error."""
+    from prefect.artifacts import create_table_artifact
+
+    if _in_run():
+        create_table_artifact(
+            table=[{"fold": i, "failure": why} for i, why in sorted(failed.items())],
+            key="failed-folds",
+            description="Folds without a result",
+        )
+
+
 def publish_artifacts(outcome: Any) -> None:
     """Table, summary and link artifacts for the UI; a no-op outside a Prefect run."""
     from prefect.artifacts import (
@@ -91,12 +114,8 @@ def publish_artifacts(outcome: Any) -> None:
         create_markdown_artifact,
         create_table_artifact,
     )
-    from prefect.context import get_run_context
-    from prefect.exceptions import MissingContextError
 
-    try:
-        get_run_context()
-    except MissingContextError:
+    if not _in_run():
         return
     metrics, paths = outcome.metrics, outcome.paths
     create_table_artifact(

@@ -118,9 +118,20 @@ def import_tensorflow(threads: int, gpu: int | None) -> Any:
     return tf
 
 
-def build_model(n_features: int, n_classes: int, cfg: ModelConfig, steps_per_execution: int):
-    """The notebook's network, generalised to the config's layers and penalties."""
+def build_model(
+    n_features: int, n_classes: int, cfg: ModelConfig, steps_per_execution: int, seed: int
+):
+    """The notebook's network, generalised to the config's layers and penalties.
+
+    Every random initialiser gets an explicit seed: the global RNGs are shared with Prefect's
+    own threads, which would make training depend on what else ran in the process.
+    """
     import keras
+
+    seeds = iter(range(seed, seed + 1000))
+
+    def init():
+        return keras.initializers.GlorotUniform(seed=next(seeds))
 
     def penalty():
         if cfg.regularizer == "l1":
@@ -138,13 +149,14 @@ def build_model(n_features: int, n_classes: int, cfg: ModelConfig, steps_per_exe
             keras.layers.Dense(
                 units,
                 activation=cfg.activation,
+                kernel_initializer=init(),
                 activity_regularizer=penalty() if on_activity else None,
                 kernel_regularizer=None if on_activity else penalty(),
             )
         )
         if cfg.dropout:
-            layers.append(keras.layers.Dropout(cfg.dropout))
-    layers.append(keras.layers.Dense(n_classes, activation="softmax"))
+            layers.append(keras.layers.Dropout(cfg.dropout, seed=next(seeds)))
+    layers.append(keras.layers.Dense(n_classes, activation="softmax", kernel_initializer=init()))
     model = keras.Sequential(layers)
     optimizer = keras.optimizers.get(cfg.optimizer)
     if cfg.learning_rate is not None:
@@ -195,9 +207,11 @@ def train_fold(
     train_pos, test_pos = fold.train_positions(), fold.test_positions
     x_train, y_train, x_test, y_test = x[train_pos], y[train_pos], x[test_pos], y[test_pos]
 
-    keras.utils.set_random_seed(fold_seed(seed, fold.index))
     keras.backend.clear_session()
-    net = build_model(x.shape[1], y.shape[1], model, runtime.steps_per_execution)
+    keras.utils.set_random_seed(fold_seed(seed, fold.index))
+    net = build_model(
+        x.shape[1], y.shape[1], model, runtime.steps_per_execution, fold_seed(seed, fold.index)
+    )
     dataset = (
         tf.data.Dataset.from_tensor_slices((x_train, y_train))
         .cache()
