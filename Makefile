@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PORT ?= 4200
 
 .PHONY: run test lint bench server clean-cache setup
 
@@ -23,6 +24,17 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check flows tasks tests data benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.bench $(ARGS)
+
+# A local Prefect server on 127.0.0.1; state in ./.prefect unless PREFECT_HOME says otherwise.
+server: $(STAMP)
+	@export PREFECT_HOME="$${PREFECT_HOME:-$(CURDIR)/.prefect}"; \
+	echo "Prefect UI:      http://127.0.0.1:$(PORT)"; \
+	echo "In other shells: export PREFECT_API_URL=http://127.0.0.1:$(PORT)/api"; \
+	echo "State kept in:   $$PREFECT_HOME"; \
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PORT)
 
 clean-cache:
 	rm -rf .foldflow output

@@ -135,6 +135,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the flow on a cron schedule from this long-running process (no work pool needed)."""
+    from flows.cross_validate import cross_validate
+
+    config = config_from_args(args)
+    cross_validate.serve(
+        name=args.name,
+        cron=args.cron or None,
+        parameters={"config": config.model_dump(mode="json")},
+        tags=["foldflow", f"runner-{config.execution.runner}"],
+        description="foldflow k-fold cross-validation (served by `foldflow serve`)",
+        pause_on_shutdown=False,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `foldflow` console script."""
     parser = argparse.ArgumentParser(prog="foldflow", description=__doc__)
@@ -142,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run k-fold cross-validation once")
     add_config_options(run)
     run.set_defaults(func=cmd_run)
+    serve = sub.add_parser("serve", help="serve the flow on a schedule (Prefect deployment)")
+    serve.add_argument("--name", default="nightly", help="deployment name (default: nightly)")
+    serve.add_argument("--cron", default="0 2 * * *", help="cron schedule; '' for none")
+    add_config_options(serve)
+    serve.set_defaults(func=cmd_serve)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
