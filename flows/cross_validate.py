@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, unmapped
-from prefect.futures import wait
+from prefect.runtime import flow_run
 
 from flows.runners import fold_runtime, make_task_runner
 from tasks.clean import CleanedData, clean_to_parquet
@@ -14,6 +14,8 @@ from tasks.download import download_csv
 from tasks.folds import FoldSpec, plan_folds
 from tasks.join import collect_outcome, join_out_of_fold
 from tasks.outputs import check_output_dir
+from tasks.progress import track_folds_done
+from tasks.report import label_flow_run
 from tasks.train import fold_results_storage, train_fold
 
 
@@ -53,7 +55,7 @@ def train_folds(
         unmapped(config.seed),
         unmapped(fold_runtime(config.execution, workers)),
     )
-    wait(futures)
+    track_folds_done(futures)
     return [collect_outcome(future, fold.index) for future, fold in zip(futures, folds)]
 
 
@@ -65,10 +67,20 @@ def _run_folds(data: CleanedData, folds: list[FoldSpec], config: CVConfig) -> li
     return fan_out(data, folds, [config.model] * len(folds), config)
 
 
-@flow(name="cross-validate", log_prints=True)
+def run_name() -> str:
+    """The flow run's name until the data is known: cv-<config hash>."""
+    config = CVConfig.model_validate(flow_run.parameters.get("config") or {})
+    return f"cv-{config.config_hash()}"
+
+
+@flow(name="cross-validate", flow_run_name=run_name, log_prints=True)
 def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any]:
     """Cross-validate the notebook's model on a CSV and write the out-of-fold predictions."""
     data = fetch_and_clean(config)
+    label_flow_run(
+        f"cv-{data.raw_sha256[:8]}-{config.config_hash()}",
+        [f"runner-{config.execution.runner}", f"model-{config.model.label()}"],
+    )
     folds = plan_folds(data, config.folds, config.shuffle, config.seed, config.stratified)
     output_dir = check_output_dir(config.output_dir)
     outcomes = _run_folds(data, folds, config)

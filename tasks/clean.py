@@ -177,7 +177,7 @@ def _read_cached(path: Path, raw_sha256: str) -> CleanedData | None:
     )
 
 
-@task(name="clean", retries=0)
+@task(name="clean", task_run_name="clean", retries=0)
 def clean_to_parquet(raw_path: str, raw_sha256: str, cache_dir: str) -> CleanedData:
     """Clean once per distinct raw content; later runs reuse the cached Parquet file."""
     logger = run_logger()

@@ -236,6 +236,7 @@ def _fetch(
 
 @task(
     name="download",
+    task_run_name="download",
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=1),
     retry_jitter_factor=0.5,

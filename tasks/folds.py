@@ -73,7 +73,7 @@ def check_partition(test_sets: list[np.ndarray], n_rows: int) -> None:
         raise ValueError(f"fold test sets are not a partition of {n_rows} rows")
 
 
-@task(name="plan-folds")
+@task(name="plan-folds", task_run_name="plan-folds")
 def plan_folds(
     data: CleanedData, n_folds: int, shuffle: bool, seed: int, stratified: bool = False
 ) -> list[FoldSpec]:

@@ -18,6 +18,7 @@ from tasks.errors import FoldFailedError, FoldflowError
 from tasks.folds import FoldSpec
 from tasks.logs import run_logger
 from tasks.outputs import staged_files
+from tasks.plots import plot_confusion_matrix, plot_learning_curves
 from tasks.report import publish_artifacts, publish_failures
 from tasks.train import FoldResult
 
@@ -26,6 +27,7 @@ OOF_PARQUET, OOF_CSV, METRICS_JSON = (
     "oof_predictions.csv",
     "metrics.json",
 )
+CURVES_PNG, CONFUSION_PNG = "learning_curves.png", "confusion_matrix.png"
 
 
 class PartitionError(FoldflowError):
@@ -225,7 +227,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
-@task(name="join", cache_policy=NO_CACHE)
+@task(name="join", task_run_name="join", cache_policy=NO_CACHE)
 def join_out_of_fold(
     data: CleanedData,
     folds: list[FoldSpec],
@@ -260,12 +262,15 @@ def join_out_of_fold(
     metrics["data_sha256"] = data.raw_sha256
 
     out = Path(output_dir)
-    paths = {name: out / name for name in (OOF_PARQUET, OOF_CSV, METRICS_JSON)}
+    names = (OOF_PARQUET, OOF_CSV, METRICS_JSON, CURVES_PNG, CONFUSION_PNG)
+    paths = {name: out / name for name in names}
     text = json.dumps(metrics, indent=2, default=_json_default, allow_nan=False)
-    with staged_files(*paths.values()) as (tmp_parquet, tmp_csv, tmp_json):
-        table.to_parquet(tmp_parquet, index=False)
-        table.to_csv(tmp_csv, index=False)
-        tmp_json.write_text(text + "\n")
+    with staged_files(*paths.values()) as (parquet, csv, json_file, curves, confusion):
+        table.to_parquet(parquet, index=False)
+        table.to_csv(csv, index=False)
+        plot_learning_curves(results, curves)
+        plot_confusion_matrix(metrics["confusion_matrix"], classes, confusion)
+        json_file.write_text(text + "\n")
     logger.info(
         "OOF accuracy %.4f (folds %.4f ± %.4f) over %d rows%s -> %s",
         metrics["final_accuracy"], metrics["mean_accuracy"], metrics["std_accuracy"],

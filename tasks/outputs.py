@@ -40,7 +40,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         write(tmp)
 
 
-@task(name="check-output-dir")
+@task(name="check-output-dir", task_run_name="check-output-dir")
 def check_output_dir(output_dir: str) -> str:
     """Fail before any training if results could not be written."""
     path = Path(output_dir).expanduser().resolve()

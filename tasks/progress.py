@@ -95,3 +95,14 @@ class ProgressReporter:
                 reporter.on_epoch(done, logs)
 
         return _Callback()
+
+
+def track_folds_done(futures: list[Any]) -> None:
+    """Wait for the fold futures, showing folds done / total as a progress artifact."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+    from prefect.futures import as_completed
+
+    total = len(futures)
+    artifact = create_progress_artifact(0.0, key="folds-done", description=f"folds done / {total}")
+    for done, _ in enumerate(as_completed(futures), start=1):
+        update_progress_artifact(artifact, 100.0 * done / total)
