@@ -135,6 +135,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_grid(path: str) -> list[dict[str, Any]]:
+    """A grid file: a list of {name, changes} or a mapping name -> ModelConfig changes."""
+    data = _load_file(path)
+    if isinstance(data, dict):
+        data = data.get("grid", [{"name": k, "changes": v or {}} for k, v in data.items()])
+    return data
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Cross-validate every configuration of a grid on the same folds and compare them."""
+    from flows.compare_regularizers import compare_regularizers
+    from tasks.config import CompareConfig
+
+    if args.output_dir is None:
+        args.output_dir = "output/compare"
+    payload: dict[str, Any] = {"cv": config_from_args(args).model_dump()}
+    if args.grid:
+        payload["grid"] = load_grid(args.grid)
+    if args.baseline:
+        payload["baseline"] = args.baseline
+    config = CompareConfig.model_validate(payload)
+    started = time.perf_counter()
+    result = compare_regularizers(config)
+    print(Path(result["paths"]["md"]).read_text())
+    for path in result["paths"].values():
+        print(f"wrote {path}")
+    print(f"wall time: {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the flow on a cron schedule from this long-running process (no work pool needed)."""
     from flows.cross_validate import cross_validate
@@ -158,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run k-fold cross-validation once")
     add_config_options(run)
     run.set_defaults(func=cmd_run)
+    compare = sub.add_parser("compare", help="compare regularizers on the same folds")
+    compare.add_argument("--grid", help="YAML/JSON grid of named model changes")
+    compare.add_argument("--baseline", help="grid entry to test against (default: l1-activity)")
+    add_config_options(compare)
+    compare.set_defaults(func=cmd_compare)
     serve = sub.add_parser("serve", help="serve the flow on a schedule (Prefect deployment)")
     serve.add_argument("--name", default="nightly", help="deployment name (default: nightly)")
     serve.add_argument("--cron", default="0 2 * * *", help="cron schedule; '' for none")

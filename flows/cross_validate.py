@@ -36,7 +36,11 @@ def fetch_and_clean(config: CVConfig) -> CleanedData:
 
 @flow(name="train-folds", validate_parameters=False)
 def train_folds(
-    data: CleanedData, folds: list[FoldSpec], models: list[ModelConfig], config: CVConfig
+    data: CleanedData,
+    folds: list[FoldSpec],
+    models: list[ModelConfig],
+    config: CVConfig,
+    labels: list[str] | None = None,
 ) -> list[Any]:
     """Step 3: one `train_fold` task per (fold, model), fanned out on the chosen runner.
 
@@ -54,17 +58,23 @@ def train_folds(
         models,
         unmapped(config.seed),
         unmapped(fold_runtime(config.execution, workers)),
+        labels or [""] * len(folds),
     )
     track_folds_done(futures)
     return [collect_outcome(future, fold.index) for future, fold in zip(futures, folds)]
 
 
-def _run_folds(data: CleanedData, folds: list[FoldSpec], config: CVConfig) -> list[Any]:
+def run_folds(
+    data: CleanedData,
+    folds: list[FoldSpec],
+    models: list[ModelConfig],
+    config: CVConfig,
+    labels: list[str] | None = None,
+) -> list[Any]:
     """Run the fan-out as a nested flow on the task runner the config asks for."""
     workers = config.execution.resolved_workers(len(folds))
-    runner = make_task_runner(config.execution, workers)
-    fan_out = train_folds.with_options(task_runner=runner)
-    return fan_out(data, folds, [config.model] * len(folds), config)
+    fan_out = train_folds.with_options(task_runner=make_task_runner(config.execution, workers))
+    return fan_out(data, folds, models, config, labels)
 
 
 def run_name() -> str:
@@ -83,7 +93,7 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any]:
     )
     folds = plan_folds(data, config.folds, config.shuffle, config.seed, config.stratified)
     output_dir = check_output_dir(config.output_dir)
-    outcomes = _run_folds(data, folds, config)
+    outcomes = run_folds(data, folds, [config.model] * len(folds), config)
     run_info = {"config": config.model_dump(mode="json"), "config_hash": config.config_hash()}
     outcome = join_out_of_fold(data, folds, outcomes, output_dir, run_info, config.min_folds)
     return {"metrics": outcome.metrics, "paths": outcome.paths}

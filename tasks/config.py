@@ -176,3 +176,63 @@ class CVConfig(BaseModel):
             },
             8,
         )
+
+
+class GridEntry(BaseModel):
+    """One named model of a comparison: fields that differ from the base model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Folder and table name.")
+    changes: dict[str, Any] = Field(default_factory=dict, description="ModelConfig fields.")
+
+    def resolve(self, base: ModelConfig) -> ModelConfig:
+        """The full model: the base (notebook) model with this entry's changes."""
+        return ModelConfig.model_validate({**base.model_dump(), **self.changes})
+
+
+# Module 5's techniques: none, L1 (5.3, the notebook), L2, L1+L2, dropout (5.4), dropout + L2.
+DEFAULT_GRID = (
+    GridEntry(name="none", changes={"regularizer": "none"}),
+    GridEntry(name="l1-activity", changes={"regularizer": "l1", "regularizer_on": "activity"}),
+    GridEntry(
+        name="l2-kernel", changes={"regularizer": "l2", "regularizer_on": "kernel", "l2": 1e-3}
+    ),
+    GridEntry(
+        name="l1l2-kernel",
+        changes={"regularizer": "l1_l2", "regularizer_on": "kernel", "l1": 1e-5, "l2": 1e-3},
+    ),
+    GridEntry(name="dropout", changes={"regularizer": "none", "dropout": 0.5}),
+    GridEntry(
+        name="dropout-l2",
+        changes={"regularizer": "l2", "regularizer_on": "kernel", "l2": 1e-3, "dropout": 0.5},
+    ),
+)
+
+
+class CompareConfig(BaseModel):
+    """A paired comparison of model configurations on the same folds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cv: CVConfig = CVConfig(output_dir="output/compare")
+    grid: list[GridEntry] = Field(default=list(DEFAULT_GRID), min_length=1)
+    baseline: str = Field(default="l1-activity", description="Entry the others are tested against.")
+
+    @model_validator(mode="after")
+    def _check_grid(self) -> CompareConfig:
+        names = [entry.name for entry in self.grid]
+        if len(set(names)) != len(names):
+            raise ValueError(f"grid names must be unique, got {names}")
+        if self.baseline not in names:
+            raise ValueError(f"baseline {self.baseline!r} is not in the grid {names}")
+        for entry in self.grid:
+            try:
+                entry.resolve(self.cv.model)
+            except ValueError as err:
+                raise ValueError(f"grid entry {entry.name!r}: {err}") from err
+        return self
+
+    def models(self) -> dict[str, ModelConfig]:
+        """Each entry's full model, by name, in grid order."""
+        return {entry.name: entry.resolve(self.cv.model) for entry in self.grid}

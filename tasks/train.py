@@ -179,7 +179,7 @@ def _attempt() -> int:
 
 @task(
     name="train-fold",
-    task_run_name="fold-{fold.index}",
+    task_run_name="fold-{fold.index}{label}",
     retries=2,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
@@ -194,6 +194,7 @@ def train_fold(
     model: ModelConfig,
     seed: int,
     runtime: FoldRuntime = FoldRuntime(),
+    label: str = "",
 ) -> FoldResult:
     """Train one fold independently so folds can run anywhere, be retried and be cached."""
     logger = run_logger()

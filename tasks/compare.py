@@ -1,0 +1,152 @@
+"""Compare model configurations trained on the same folds: a table, a paired test, a plot."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from scipy import stats
+
+from tasks.logs import run_logger
+from tasks.outputs import staged_files
+
+COMPARISON = "comparison"
+
+
+def paired_test(candidate: list[float], baseline: list[float]) -> dict[str, Any]:
+    """Is the candidate's per-fold lead over the baseline larger than fold-to-fold noise?
+
+    Folds are shared, so the test is paired: a paired t-test on the per-fold differences
+    (the decision, at 5 %) and the Wilcoxon signed-rank test as a distribution-free check
+    (with 5 folds its smallest possible two-sided p is 0.0625, so it can never reach 5 %).
+    """
+    a, b = np.asarray(candidate, float), np.asarray(baseline, float)
+    if a.shape != b.shape or a.size < 2:
+        raise ValueError(f"paired test needs two equal-length lists of >= 2 folds, got {a}, {b}")
+    diff = a - b
+    if np.allclose(diff, diff[0]):
+        t_p = 0.0 if diff[0] != 0 else 1.0
+    else:
+        t_p = float(stats.ttest_rel(a, b).pvalue)
+    w_p = 1.0 if np.allclose(diff, 0) else float(stats.wilcoxon(a, b).pvalue)
+    return {
+        "mean_difference": float(diff.mean()),
+        "std_difference": float(diff.std(ddof=1)),
+        "t_test_p": t_p,
+        "wilcoxon_p": w_p,
+        "significant": bool(t_p < 0.05),
+    }
+
+
+def comparison_table(results: dict[str, dict[str, Any]], baseline: str) -> pd.DataFrame:
+    """One row per configuration with pooled and per-fold scores and the paired test."""
+    base = results[baseline]["fold_accuracy"]
+    rows = []
+    for name, m in results.items():
+        test = paired_test(m["fold_accuracy"], base) if name != baseline else None
+        rows.append(
+            {
+                "name": name,
+                "model": m["model_label"],
+                "oof_accuracy": m["final_accuracy"],
+                "mean_accuracy": m["mean_accuracy"],
+                "std_accuracy": m["std_accuracy"],
+                "log_loss": m["log_loss"],
+                "train_seconds": round(sum(f["train_seconds"] for f in m["folds"]), 2),
+                "fold_accuracy": [float(a) for a in m["fold_accuracy"]],
+                "diff_vs_baseline": test["mean_difference"] if test else 0.0,
+                "t_test_p": test["t_test_p"] if test else math.nan,
+                "wilcoxon_p": test["wilcoxon_p"] if test else math.nan,
+            }
+        )
+    return pd.DataFrame(rows).sort_values("oof_accuracy", ascending=False, kind="stable")
+
+
+def render_comparison(table: pd.DataFrame, baseline: str) -> str:
+    """Markdown naming the best configuration and whether its lead is beyond fold noise."""
+    best = table.iloc[0]
+    lines = [
+        f"# Regularization comparison: best is `{best['name']}` ({best['model']})",
+        "",
+        "| configuration | model | OOF accuracy | folds mean ± std | log-loss | train s "
+        "| Δ vs baseline | paired t p | Wilcoxon p |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for _, r in table.iterrows():
+        is_base = r["name"] == baseline
+        lines.append(
+            f"| {r['name']}{' (baseline)' if is_base else ''} | {r['model']} "
+            f"| {r['oof_accuracy']:.4f} | {r['mean_accuracy']:.4f} ± {r['std_accuracy']:.4f} "
+            f"| {r['log_loss']:.4f} | {r['train_seconds']:.1f} | {r['diff_vs_baseline']:+.4f} "
+            f"| {'' if is_base else f'{r.t_test_p:.3f}'} "
+            f"| {'' if is_base else f'{r.wilcoxon_p:.3f}'} |"
+        )
+    lines.append("")
+    if best["name"] == baseline:
+        lines.append(f"The baseline `{baseline}` (the notebook's model) scored best.")
+    else:
+        verdict = (
+            "larger than the fold-to-fold noise"
+            if best["t_test_p"] < 0.05
+            else "within the fold-to-fold noise"
+        )
+        lines.append(
+            f"`{best['name']}` leads the baseline `{baseline}` by "
+            f"{best['diff_vs_baseline']:+.4f} mean per-fold accuracy: {verdict} "
+            f"(paired t-test over the same folds, p = {best['t_test_p']:.3f}; "
+            f"Wilcoxon signed-rank p = {best['wilcoxon_p']:.3f})."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_fold_accuracies(table: pd.DataFrame, path: Path) -> None:
+    """Per-fold accuracy of each configuration; lines join the same fold (paired design)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(table)), 4.5), dpi=100)
+    matrix = np.array(table["fold_accuracy"].tolist())
+    xs = np.arange(len(table))
+    for fold in range(matrix.shape[1]):
+        ax.plot(xs, matrix[:, fold], "-o", alpha=0.6, lw=0.8, label=f"fold {fold + 1}")
+    ax.plot(xs, table["oof_accuracy"], "k_", ms=30, mew=2, label="OOF (pooled)")
+    ax.set_xticks(xs, table["name"], rotation=20)
+    ax.set(ylabel="accuracy", title="Per-fold accuracy by configuration")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+@task(name="compare", task_run_name="compare", cache_policy=NO_CACHE)
+def compare_configurations(
+    results: dict[str, dict[str, Any]], baseline: str, output_dir: str
+) -> dict[str, Any]:
+    """Rank the configurations and say whether the best one's lead is real."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.context import TaskRunContext
+
+    table = comparison_table(results, baseline)
+    markdown = render_comparison(table, baseline)
+    out = Path(output_dir)
+    paths = {ext: out / f"{COMPARISON}.{ext}" for ext in ("parquet", "csv", "md", "png")}
+    with staged_files(*paths.values()) as (parquet, csv, md, png):
+        table.to_parquet(parquet, index=False)
+        table.assign(fold_accuracy=table["fold_accuracy"].map(str)).to_csv(csv, index=False)
+        md.write_text(markdown)
+        plot_fold_accuracies(table, png)
+    if TaskRunContext.get() is not None:
+        rows = table.assign(fold_accuracy=table["fold_accuracy"].map(str))
+        rows = rows.replace({np.nan: None}).to_dict("records")
+        create_table_artifact(table=rows, key="comparison-table", description="Configurations")
+        create_markdown_artifact(markdown=markdown, key="comparison-summary")
+    run_logger().info("best configuration: %s", table.iloc[0]["name"])
+    return {"best": str(table.iloc[0]["name"]), "paths": {k: str(v) for k, v in paths.items()}}
