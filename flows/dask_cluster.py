@@ -131,3 +131,37 @@ def cluster_gpu_slots(client: distributed.Client) -> int:
     """How many `GPU` resource units the cluster's workers declare in total."""
     workers = client.scheduler_info(n_workers=-1).get("workers", {})
     return int(sum(w.get("resources", {}).get(GPU_RESOURCE, 0) for w in workers.values()))
+
+
+def uses_dask(execution: ExecutionConfig) -> bool:
+    """Whether folds run on Dask (the same test `flows.runners.make_task_runner` makes)."""
+    return execution.runner == "dask" or bool(execution.dask_address)
+
+
+@contextlib.contextmanager
+def fold_resources(execution: ExecutionConfig, runner: Any = None) -> Iterator[None]:
+    """Wrap the fold `.map(...)`: on Dask with GPUs, each fold task asks for one `GPU`.
+
+    `runner` defaults to the running flow's task runner. On a cluster whose workers declare no
+    `GPU` resource (e.g. an existing cluster started without `--resources GPU=1`) the folds
+    would wait forever, so that fails at once with what to do instead.
+    """
+    if not (execution.gpus and uses_dask(execution)):
+        yield
+        return
+    if runner is None:
+        from prefect.context import FlowRunContext
+
+        context = FlowRunContext.get()
+        runner = context.task_runner if context else None
+    client = getattr(runner, "client", None)
+    if client is not None and cluster_gpu_slots(client) < 1:
+        raise RuntimeError(
+            f"--gpus was given but no worker of the Dask cluster at {client.scheduler.address} "
+            f"declares a {GPU_RESOURCE!r} resource, so no fold could start; start one worker "
+            f"per GPU with `dask worker <scheduler> --nthreads 1 --resources {GPU_RESOURCE}=1` "
+            "(and CUDA_VISIBLE_DEVICES=<id>), or `dask cuda worker <scheduler> --resources "
+            f"{GPU_RESOURCE}=1`"
+        )
+    with gpu_resource_annotation():
+        yield

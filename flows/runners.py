@@ -38,7 +38,6 @@ def fold_runtime(execution: ExecutionConfig, workers: int, gpu: int | None = Non
     return FoldRuntime(
         threads=threads_per_worker(workers),
         gpu=gpu,
-        steps_per_execution=execution.steps_per_execution,
         log_every=execution.log_every,
         validate_every=execution.validate_every,
     )

@@ -16,7 +16,7 @@ REAL_DATA_URL = "https://data.heatonresearch.com/data/t81-558/jh-simple-dataset.
 
 # Bump when a change to the training code would change a fold's predictions: old cached
 # fold results are then no longer reused.
-TRAINING_CODE_VERSION = "train-v1"
+TRAINING_CODE_VERSION = "train-v2"
 
 
 def stable_hash(payload: Any, length: int = 64) -> str:
@@ -101,9 +101,6 @@ class ExecutionConfig(BaseModel):
     )
     gpus: list[int] | None = Field(
         default=None, description="GPU ids to use, one fold per GPU; None = CPU only."
-    )
-    steps_per_execution: int = Field(
-        default=1000, ge=1, description="Optimizer steps per graph call (speed only)."
     )
     log_every: int = Field(default=50, ge=1, description="Log training loss every N epochs.")
     validate_every: int = Field(

@@ -16,7 +16,8 @@ def plot_learning_curves(results: list[Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     for res in sorted(results, key=lambda r: r.fold):
         loss = res.history.get("loss", [])
-        (line,) = ax.plot(range(1, len(loss) + 1), loss, label=f"fold {res.fold}", lw=1.2)
+        epochs = res.history.get("epoch") or range(1, len(loss) + 1)
+        (line,) = ax.plot(epochs, loss, label=f"fold {res.fold}", lw=1.2)
         if res.history.get("val_loss"):
             ax.plot(res.history["val_epoch"], res.history["val_loss"], "--", color=line.get_color())
     ax.set(xlabel="epoch", ylabel="loss (training; dashed: test fold)", title="Learning curves")

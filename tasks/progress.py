@@ -19,15 +19,19 @@ class RateLimiter:
     min_seconds: float = 2.0
     clock: Callable[[], float] = time.monotonic
     _last: float | None = None
+    _last_epoch: int = 0
 
     def due(self, epoch: int) -> bool:
-        """Whether progress for this (1-based) epoch should be reported."""
+        """Whether progress for this (1-based) epoch should be reported.
+
+        Epochs may arrive in steps (many epochs per graph call): a report is due when the
+        epoch crosses a multiple of `every`, not only when it lands on one.
+        """
         now = self.clock()
-        if epoch == self.total or self._last is None:
-            self._last = now
-            return True
-        if epoch % self.every == 0 and now - self._last >= self.min_seconds:
-            self._last = now
+        crossed = epoch // self.every > self._last_epoch // self.every
+        first, last = self._last is None, epoch == self.total
+        if first or last or (crossed and now - self._last >= self.min_seconds):
+            self._last, self._last_epoch = now, epoch
             return True
         return False
 
@@ -43,6 +47,7 @@ class ProgressReporter:
     artifacts: bool = True
     min_seconds: float = 2.0
     validation_history: dict[str, list[float]] = field(default_factory=dict)
+    history_epochs: list[int] = field(default_factory=list)
     _artifact_id: Any = None
 
     def __post_init__(self) -> None:
@@ -74,8 +79,13 @@ class ProgressReporter:
         if self._bar.due(epoch):
             self._update_artifact(epoch)
 
-    def keras_callback(self, x_test: Any, y_test: Any, validate_every: int) -> Any:
-        """A Keras callback feeding this reporter (and the optional periodic validation)."""
+    def keras_callback(
+        self, x_test: Any, y_test: Any, validate_every: int, epochs_per_call: int = 1
+    ) -> Any:
+        """A Keras callback feeding this reporter (and the optional periodic validation).
+
+        Keras sees one "epoch" per `epochs_per_call` real epochs (see train.epochs_per_call).
+        """
         import keras
 
         reporter = self
@@ -83,7 +93,8 @@ class ProgressReporter:
         class _Callback(keras.callbacks.Callback):
             def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
                 logs = dict(logs or {})
-                done = epoch + 1
+                done = (epoch + 1) * epochs_per_call
+                reporter.history_epochs.append(done)
                 if validate_every and (done % validate_every == 0 or done == reporter.epochs):
                     probs = np.clip(np.asarray(self.model.predict_on_batch(x_test)), 1e-7, 1.0)
                     val_loss = float(-(y_test * np.log(probs)).sum(axis=1).mean())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sys
@@ -31,7 +32,6 @@ class FoldRuntime:
 
     threads: int = 1
     gpu: int | None = None
-    steps_per_execution: int = 1000
     log_every: int = 50
     validate_every: int = 0
     progress_artifacts: bool = True
@@ -116,6 +116,17 @@ def import_tensorflow(threads: int, gpu: int | None) -> Any:
             pass
         tf.config.experimental.enable_op_determinism()
     return tf
+
+
+def epochs_per_call(epochs: int, log_every: int, validate_every: int = 0) -> int:
+    """How many epochs one `fit` "epoch" (one graph call) spans.
+
+    Running many epochs per graph call removes Keras' per-epoch overhead (the fold's math is
+    unchanged: the data is still reshuffled every epoch). The span divides the epochs and the
+    validation interval, and is at most the logging interval so progress keeps flowing.
+    """
+    limit = math.gcd(epochs, validate_every) if validate_every else epochs
+    return max(d for d in range(1, min(limit, max(1, log_every)) + 1) if limit % d == 0)
 
 
 def build_model(
@@ -208,16 +219,22 @@ def train_fold(
     train_pos, test_pos = fold.train_positions(), fold.test_positions
     x_train, y_train, x_test, y_test = x[train_pos], y[train_pos], x[test_pos], y[test_pos]
 
+    # Each pass over the cached data is reshuffled (as Keras does for NumPy input, once per
+    # epoch) and batched on its own, so a short last batch stays per epoch; `repeat` then lets
+    # one graph call run `span` epochs.
+    span = epochs_per_call(model.epochs, runtime.log_every, runtime.validate_every)
+    steps_per_epoch = math.ceil(len(x_train) / model.batch_size)
     keras.backend.clear_session()
     keras.utils.set_random_seed(fold_seed(seed, fold.index))
     net = build_model(
-        x.shape[1], y.shape[1], model, runtime.steps_per_execution, fold_seed(seed, fold.index)
+        x.shape[1], y.shape[1], model, span * steps_per_epoch, fold_seed(seed, fold.index)
     )
     dataset = (
         tf.data.Dataset.from_tensor_slices((x_train, y_train))
         .cache()
         .shuffle(len(x_train), seed=fold_seed(seed, fold.index), reshuffle_each_iteration=True)
         .batch(model.batch_size)
+        .repeat()
     )
     device = f"GPU:{runtime.gpu}" if runtime.gpu is not None else "CPU"
     progress = ProgressReporter(
@@ -227,14 +244,21 @@ def train_fold(
         logger=logger,
         artifacts=runtime.progress_artifacts,
     )
-    callbacks = [progress.keras_callback(x_test, y_test, runtime.validate_every)]
+    callbacks = [progress.keras_callback(x_test, y_test, runtime.validate_every, span)]
     logger.info(
         "fold %d/%d attempt %d: training on %d rows, testing on %d, %d epochs, %s, %d thread(s)",
         fold.index, fold.n_folds, attempt, len(train_pos), len(test_pos),
         model.epochs, device, runtime.threads,
     )  # fmt: skip
     started = time.time()
-    fit = net.fit(dataset, epochs=model.epochs, verbose=0, shuffle=False, callbacks=callbacks)
+    fit = net.fit(
+        dataset,
+        epochs=model.epochs // span,
+        steps_per_epoch=span * steps_per_epoch,
+        verbose=0,
+        shuffle=False,
+        callbacks=callbacks,
+    )
     probabilities = np.asarray(net.predict_on_batch(x_test), dtype=np.float64)
     probabilities /= probabilities.sum(axis=1, keepdims=True)  # float32 softmax -> sums to 1
     finished = time.time()
@@ -243,6 +267,7 @@ def train_fold(
     accuracy = float(accuracy_score(truth, probabilities.argmax(axis=1)))
     loss = float(log_loss(truth, probabilities, labels=range(y.shape[1])))
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    history["epoch"] = [float(e) for e in progress.history_epochs]
     history.update(progress.validation_history)
     logger.info(
         "fold %d: accuracy %.4f, log-loss %.4f, %.1f s", fold.index, accuracy, loss,

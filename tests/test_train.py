@@ -1,0 +1,86 @@
+"""The fold model and its fast training loop, without Prefect."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from tasks.clean import clean_to_parquet
+from tasks.config import BUNDLED_DATA, ModelConfig
+from tasks.folds import split_folds
+from tasks.train import FoldRuntime, build_model, epochs_per_call, fold_cache_key, train_fold
+
+
+@pytest.mark.parametrize(
+    ("epochs", "log_every", "validate_every", "expected"),
+    [(500, 50, 0, 50), (500, 30, 0, 25), (3, 50, 0, 3), (101, 50, 0, 1), (500, 50, 20, 20)],
+)
+def test_epochs_per_call_divides_everything(epochs, log_every, validate_every, expected):
+    span = epochs_per_call(epochs, log_every, validate_every)
+    assert span == expected
+    assert epochs % span == 0 and span <= log_every
+    assert not validate_every or validate_every % span == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "activity", "kernel", "dropouts"),
+    [
+        ({}, 2, 0, 0),  # the notebook: L1 activity on both hidden layers
+        ({"regularizer": "l2", "regularizer_on": "kernel"}, 0, 2, 0),
+        ({"regularizer": "none", "dropout": 0.5}, 0, 0, 2),
+        ({"regularizer": "l1_l2", "hidden_units": [8, 8, 8]}, 3, 0, 0),
+    ],
+)
+def test_build_model_follows_the_config(changes, activity, kernel, dropouts):
+    import keras
+
+    model = build_model(47, 7, ModelConfig(**changes), 50, seed=1)
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert sum(layer.activity_regularizer is not None for layer in dense) == activity
+    assert sum(layer.kernel_regularizer is not None for layer in dense) == kernel
+    assert sum(isinstance(layer, keras.layers.Dropout) for layer in model.layers) == dropouts
+    assert dense[-1].units == 7 and dense[-1].activation.__name__ == "softmax"
+    if not changes:
+        assert [d.units for d in dense] == [50, 25, 7]
+        assert model.count_params() == (47 * 50 + 50) + (50 * 25 + 25) + (25 * 7 + 7)
+
+
+def test_fold_training_is_seeded_and_chunking_does_not_change_it(tmp_path):
+    sha = hashlib.sha256(BUNDLED_DATA.read_bytes()).hexdigest()
+    data = clean_to_parquet.fn(str(BUNDLED_DATA), sha, str(tmp_path))
+    fold = split_folds(data.n_rows, 5, True, 42)[1]
+    model = ModelConfig(epochs=4)
+    a = train_fold.fn(data, fold, model, 42, FoldRuntime(log_every=4, progress_artifacts=False))
+    b = train_fold.fn(data, fold, model, 42, FoldRuntime(log_every=1, progress_artifacts=False))
+    c = train_fold.fn(data, fold, model, 43, FoldRuntime(log_every=4, progress_artifacts=False))
+    np.testing.assert_array_equal(a.probabilities, b.probabilities)  # 1 call vs 4 calls
+    assert not np.array_equal(a.probabilities, c.probabilities)  # the seed matters
+    np.testing.assert_allclose(a.probabilities.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(a.test_positions, fold.test_positions)
+    assert a.history["epoch"] == [4.0] and b.history["epoch"] == [1.0, 2.0, 3.0, 4.0]
+    assert 0 <= a.accuracy <= 1 and a.fold == 2
+
+
+def test_cache_key_depends_on_what_determines_the_result():
+    from tasks.clean import CleanedData
+
+    data = CleanedData("/x.parquet", "sha-clean-v1", "sha", 100, ("x",), ("a", "b"))
+    folds = split_folds(100, 5, True, 42)
+    base = dict(data=data, fold=folds[0], model=ModelConfig(), seed=42, runtime=FoldRuntime())
+
+    def key(**changes):
+        return fold_cache_key(None, {**base, **changes})
+
+    assert key() == key(runtime=FoldRuntime(threads=8, log_every=1))  # runtime is irrelevant
+    assert key() == key(model=ModelConfig(l2=0.5))  # an unused strength is irrelevant
+    others = [
+        key(fold=folds[1]),
+        key(seed=1),
+        key(model=ModelConfig(epochs=499)),
+        key(model=ModelConfig(l1=2e-4)),
+        key(data=CleanedData("/x.parquet", "other-clean-v1", "other", 100, ("x",), ("a", "b"))),
+        key(fold=split_folds(100, 5, True, 7)[0]),
+    ]
+    assert len({key(), *others}) == 1 + len(others)
