@@ -25,7 +25,7 @@ def compare_regularizers(config: CompareConfig = CompareConfig()) -> dict[str, A
         f"compare-{data.raw_sha256[:8]}-{len(config.grid)}x{cv.folds}",
         [f"runner-{cv.execution.runner}", "compare"],
     )
-    folds = plan_folds(data, cv.folds, cv.shuffle, cv.seed, cv.stratified)
+    folds = plan_folds(data, cv.folds, cv.shuffle, cv.seed, cv.stratified, cv.source)
     output_dir = check_output_dir(cv.output_dir)
     models = config.models()
     # One mapped set of fold tasks over configurations × folds, all on the same folds (paired).

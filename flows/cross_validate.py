@@ -31,7 +31,7 @@ def fetch_and_clean(config: CVConfig) -> CleanedData:
         timeout_s=config.download.timeout_s,
         max_bytes=config.download.max_bytes,
     )
-    return clean_to_parquet(raw.path, raw.sha256, config.cache_dir)
+    return clean_to_parquet(raw.path, raw.sha256, config.cache_dir, source=raw.source)
 
 
 @flow(name="train-folds", validate_parameters=False)
@@ -91,7 +91,9 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any]:
         f"cv-{data.raw_sha256[:8]}-{config.config_hash()}",
         [f"runner-{config.execution.runner}", f"model-{config.model.label()}"],
     )
-    folds = plan_folds(data, config.folds, config.shuffle, config.seed, config.stratified)
+    folds = plan_folds(
+        data, config.folds, config.shuffle, config.seed, config.stratified, config.source
+    )
     output_dir = check_output_dir(config.output_dir)
     outcomes = run_folds(data, folds, [config.model] * len(folds), config)
     run_info = {"config": config.model_dump(mode="json"), "config_hash": config.config_hash()}

@@ -4,8 +4,8 @@
 - `gpus` set: one single-threaded worker process per GPU, each declaring the resource
   `GPU=1` and seeing only its own device (`CUDA_VISIBLE_DEVICES`); `dask_cuda.LocalCUDACluster`
   when installed, else a `SpecCluster` of `Nanny` workers. Wrap the fold `.map(...)` in
-  `gpu_resource_annotation()` so each fold task asks for `GPU: 1`, and Dask never runs two folds
-  on one GPU.
+  `fold_resources(execution)` (or `gpu_resource_annotation()`) so each fold task asks for
+  `GPU: 1`, and Dask never runs two folds on one GPU.
 - otherwise: a `LocalCluster` of `workers` worker processes, one Dask thread each (TensorFlow's
   own thread budget comes from `FoldRuntime.threads`).
 
@@ -14,6 +14,10 @@ this process and inherit its environment when the cluster starts (which `DaskTas
 lazily, at the first task submitted), so a `PREFECT_API_URL` exported before that
 (`flows.runners.share_ephemeral_api`) reaches them; each Prefect task also carries the flow's
 settings context with it.
+
+Build runners from `address` or `cluster_class`, never `cluster=`: Prefect runs a flow on
+`task_runner.duplicate()`, which drops the cluster object (a new default `LocalCluster` starts
+instead), and a flow holding a live cluster cannot be pickled for the workers.
 """
 
 from __future__ import annotations
@@ -114,7 +118,7 @@ def dask_task_runner(execution: ExecutionConfig, workers: int) -> DaskTaskRunner
 def gpu_resource_annotation(enabled: bool = True, gpus_per_task: int = 1) -> Iterator[None]:
     """Make every Dask task submitted inside ask for `GPU: gpus_per_task` (no-op if disabled).
 
-    Works around Prefect's `task.map(...)`/`.submit(...)` with a `DaskTaskRunner`: Prefect
+    Works through Prefect's `task.map(...)`/`.submit(...)` on a `DaskTaskRunner`: Prefect
     submits from the calling thread, and `distributed.Client` merges `dask.get_annotations()`
     (a context variable) into each submission. Tasks then wait for a worker that declares the
     resource, so on a cluster whose workers declare none they never start: only enable it for

@@ -45,8 +45,9 @@ class CleanedData:
     reused: bool = False
 
 
-def read_raw_csv(path: str) -> pd.DataFrame:
-    """Read the CSV as the notebook does, turning parser failures into errors naming the file."""
+def read_raw_csv(path: str, label: str | None = None) -> pd.DataFrame:
+    """Read the CSV as the notebook does; parser failures become errors naming the file."""
+    label = label or path
     try:
         frame = pd.read_csv(
             path,
@@ -56,15 +57,21 @@ def read_raw_csv(path: str) -> pd.DataFrame:
         )
     except pd.errors.EmptyDataError:
         raise DataValidationError(
-            f"{path}: the file is empty; expected a CSV with a header row"
+            f"{label}: the file is empty; expected a CSV with a header row"
         ) from None
-    except UnicodeDecodeError as err:
-        raise DataValidationError(
-            f"{path}: not valid UTF-8 at byte {err.start} "
-            f"({err.object[err.start : err.start + 1]!r}); save the file as UTF-8"
-        ) from err
+    except UnicodeDecodeError:
+        blob = Path(path).read_bytes()  # pandas reports offsets within its read chunk
+        try:
+            blob.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = blob.count(b"\n", 0, err.start) + 1
+            raise DataValidationError(
+                f"{label}: not valid UTF-8 at byte {err.start} (line {line}, "
+                f"{blob[err.start : err.start + 1]!r}); save the file as UTF-8"
+            ) from None
+        raise
     except pd.errors.ParserError as err:
-        raise DataValidationError(f"{path}: malformed CSV: {err}") from err
+        raise DataValidationError(f"{label}: malformed CSV: {err}") from err
     return frame
 
 
@@ -178,7 +185,9 @@ def _read_cached(path: Path, raw_sha256: str) -> CleanedData | None:
 
 
 @task(name="clean", task_run_name="clean", retries=0)
-def clean_to_parquet(raw_path: str, raw_sha256: str, cache_dir: str) -> CleanedData:
+def clean_to_parquet(
+    raw_path: str, raw_sha256: str, cache_dir: str, source: str | None = None
+) -> CleanedData:
     """Clean once per distinct raw content; later runs reuse the cached Parquet file."""
     logger = run_logger()
     target = cache_path(cache_dir, raw_sha256)
@@ -189,7 +198,8 @@ def clean_to_parquet(raw_path: str, raw_sha256: str, cache_dir: str) -> CleanedD
     if target.exists():
         logger.warning("Cached file %s is unreadable or stale; rebuilding it", target)
 
-    frame = validate_raw(read_raw_csv(raw_path), raw_path, logger)
+    label = raw_path if source in (None, raw_path) else f"{source} (downloaded to {raw_path})"
+    frame = validate_raw(read_raw_csv(raw_path, label), label, logger)
     table_df, features, classes = clean_frame(frame)
     table = pa.Table.from_pandas(table_df, preserve_index=False)
     meta = {

@@ -75,7 +75,12 @@ def check_partition(test_sets: list[np.ndarray], n_rows: int) -> None:
 
 @task(name="plan-folds", task_run_name="plan-folds")
 def plan_folds(
-    data: CleanedData, n_folds: int, shuffle: bool, seed: int, stratified: bool = False
+    data: CleanedData,
+    n_folds: int,
+    shuffle: bool,
+    seed: int,
+    stratified: bool = False,
+    source: str | None = None,
 ) -> list[FoldSpec]:
     """Compute the split once so folds are identical across runs, runners and configs."""
     labels = None
@@ -84,4 +89,4 @@ def plan_folds(
     try:
         return split_folds(data.n_rows, n_folds, shuffle, seed, labels)
     except DataValidationError as err:
-        raise DataValidationError(f"{data.path}: {err}") from err
+        raise DataValidationError(f"{source or data.path}: {err}") from err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,17 +22,46 @@ def temp_sibling(path: Path) -> Path:
     return Path(tmp)
 
 
+def _backup(path: Path) -> Path | None:
+    """A hard link (or copy) of an existing file, to restore it if a later rename fails."""
+    if not path.exists():
+        return None
+    backup = temp_sibling(path)
+    backup.unlink()
+    try:
+        os.link(path, backup)
+    except OSError:
+        shutil.copy2(path, backup)
+    return backup
+
+
 @contextmanager
 def staged_files(*paths: Path) -> Iterator[list[Path]]:
-    """Yield temporary names for `paths`; rename them all into place only if the block succeeds."""
+    """Yield temporary names for `paths`; put them all in place only if the block succeeds.
+
+    If renaming fails part-way, the files already replaced are restored from backups, so the
+    folder never holds a mix of old and new outputs.
+    """
     temps = [temp_sibling(p) for p in paths]
+    replaced: list[tuple[Path, Path | None]] = []
     try:
         yield temps
         for tmp, final in zip(temps, paths):
+            replaced.append((final, _backup(final)))
             os.replace(tmp, final)
+    except BaseException:
+        for final, backup in reversed(replaced):
+            if backup is not None:
+                os.replace(backup, final)
+            else:
+                final.unlink(missing_ok=True)
+        raise
     finally:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
+        for _, backup in replaced:
+            if backup is not None:
+                backup.unlink(missing_ok=True)
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
