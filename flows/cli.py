@@ -53,7 +53,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--runner", choices=["process", "thread", "dask"], help=f"default: {e.runner}")
     run.add_argument("--workers", type=int, help="parallel folds (default: min(folds, cores))")
     run.add_argument("--dask-address", help="tcp://host:8786 of an existing Dask cluster")
-    run.add_argument("--gpus", help="GPU count or ids, e.g. 2 or 0,1 (one fold per GPU)")
+    run.add_argument("--gpus", help="GPU count or ids: 2, 0,1 or 3, (one fold per GPU)")
     run.add_argument("--validate-every", type=int, help="evaluate the test fold every N epochs")
     run.add_argument(
         "--log-every", type=int, help=f"log loss every N epochs (default: {e.log_every})"
@@ -64,10 +64,9 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _gpus(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    ids = _ints(text)
-    return list(range(ids[0])) if len(ids) == 1 and "," not in text else ids
+    from tasks.devices import parse_gpus
+
+    return parse_gpus(text)
 
 
 def _load_file(path: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from prefect import flow, unmapped
@@ -52,16 +53,28 @@ def train_folds(
         refresh_cache=config.refresh,
         result_storage=fold_results_storage(config.cache_dir),
     )
-    futures = fold_task.map(
-        unmapped(data),
-        folds,
-        models,
-        unmapped(config.seed),
-        unmapped(fold_runtime(config.execution, workers)),
-        labels or [""] * len(folds),
-    )
+    # Each Dask GPU worker sees only its own GPU, as its first device: gpu=0 picks it.
+    runtime = fold_runtime(config.execution, workers, gpu=0 if config.execution.gpus else None)
+    with _fold_resources(config):
+        futures = fold_task.map(
+            unmapped(data),
+            folds,
+            models,
+            unmapped(config.seed),
+            unmapped(runtime),
+            labels or [""] * len(folds),
+        )
     track_folds_done(futures)
     return [collect_outcome(future, fold.index) for future, fold in zip(futures, folds)]
+
+
+def _fold_resources(config: CVConfig) -> contextlib.AbstractContextManager[None]:
+    """With GPUs (always on Dask), each fold task asks the cluster for one `GPU`."""
+    if not config.execution.gpus:
+        return contextlib.nullcontext()
+    from flows.dask_cluster import fold_resources
+
+    return fold_resources(config.execution)
 
 
 def run_folds(

@@ -45,7 +45,9 @@ def fold_runtime(execution: ExecutionConfig, workers: int, gpu: int | None = Non
 
 def make_task_runner(execution: ExecutionConfig, workers: int) -> TaskRunner:
     """A task runner for `workers` concurrent folds, as the execution config asks."""
-    if execution.runner == "dask" or execution.dask_address:
+    if execution.runner == "dask" or execution.dask_address or execution.gpus:
+        # GPUs: one Dask worker per GPU, GPU=1 resource each; a process pool cannot pin folds
+        # to GPUs (its processes pick tasks at random and keep the first GPU they import).
         from flows.dask_cluster import dask_task_runner
 
         share_ephemeral_api()

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_DATA = PROJECT_ROOT / "data" / "jh-simple-standin.csv"
@@ -107,12 +107,20 @@ class ExecutionConfig(BaseModel):
         default=0, ge=0, description="Evaluate the test fold every N epochs (0 = never)."
     )
 
+    @field_validator("gpus")
+    @classmethod
+    def _check_gpus(cls, gpus: list[int] | None) -> list[int] | None:
+        from tasks.devices import check_devices
+
+        return None if gpus is None else (check_devices(gpus) or None)
+
     def resolved_workers(self, folds: int) -> int:
-        """Default to one worker per fold, bounded by cores (or GPUs)."""
+        """Default to one worker per fold, bounded by cores (or one per GPU)."""
+        if self.gpus:
+            return max(1, min(folds, len(self.gpus)))
         if self.workers:
             return self.workers
-        limit = len(self.gpus) if self.gpus else (os.cpu_count() or 1)
-        return max(1, min(folds, limit))
+        return max(1, min(folds, os.cpu_count() or 1))
 
 
 class DownloadConfig(BaseModel):

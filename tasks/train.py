@@ -129,6 +129,14 @@ def epochs_per_call(epochs: int, log_every: int, validate_every: int = 0) -> int
     return max(d for d in range(1, min(limit, max(1, log_every)) + 1) if limit % d == 0)
 
 
+def device_label(gpu: int | None, gpu_visible: bool) -> str:
+    """'GPU:<physical id>' (from this worker's CUDA_VISIBLE_DEVICES) or 'CPU'."""
+    if gpu is None or not gpu_visible:
+        return "CPU"
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return f"GPU:{visible[gpu].strip()}" if gpu < len(visible) else f"GPU:{gpu}"
+
+
 def build_model(
     n_features: int, n_classes: int, cfg: ModelConfig, steps_per_execution: int, seed: int
 ):
@@ -236,7 +244,7 @@ def train_fold(
         .batch(model.batch_size)
         .repeat()
     )
-    device = f"GPU:{runtime.gpu}" if runtime.gpu is not None else "CPU"
+    device = device_label(runtime.gpu, bool(tf.config.get_visible_devices("GPU")))
     progress = ProgressReporter(
         fold=fold.index,
         epochs=model.epochs,
