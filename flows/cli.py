@@ -129,7 +129,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     started = time.perf_counter()
-    result = cross_validate(config)
+    show_progress = sys.stderr.isatty() if args.progress is None else args.progress
+    if show_progress:
+        from flows.runners import share_ephemeral_api
+        from flows.terminal import quiet_console_logs, run_with_progress
+
+        share_ephemeral_api()  # one API for the flow thread and the progress reader
+        quiet_console_logs()
+        result = run_with_progress(lambda: cross_validate(config), config.folds)
+    else:
+        result = cross_validate(config)
     print_summary(result, time.perf_counter() - started)
     return 0
 
@@ -186,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run k-fold cross-validation once")
     add_config_options(run)
+    run.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="progress bars instead of log lines (default: when stderr is a terminal)",
+    )
     run.set_defaults(func=cmd_run)
     compare = sub.add_parser("compare", help="compare regularizers on the same folds")
     compare.add_argument("--grid", help="YAML/JSON grid of named model changes")
