@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +51,7 @@ class ProgressReporter:
     validation_history: dict[str, list[float]] = field(default_factory=dict)
     history_epochs: list[int] = field(default_factory=list)
     _artifact_id: Any = None
+    _sender: threading.Thread | None = None
 
     def __post_init__(self) -> None:
         self._log = RateLimiter(self.log_every, self.epochs, min_seconds=0.0)
@@ -77,7 +80,24 @@ class ProgressReporter:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()))
             self.logger.info("fold %d epoch %d/%d: %s", self.fold, epoch, self.epochs, shown)
         if self._bar.due(epoch):
+            self._send_progress(epoch)
+
+    def _send_progress(self, epoch: int) -> None:
+        """Update the artifact off the training thread (an API call can take ~0.3 s).
+
+        An update still in flight makes the next one be skipped, except the last, which waits.
+        """
+        busy = self._sender is not None and self._sender.is_alive()
+        if epoch == self.epochs:
+            if busy:
+                self._sender.join(timeout=30)
             self._update_artifact(epoch)
+        elif not busy:
+            context = contextvars.copy_context()  # keeps the task run the artifact belongs to
+            self._sender = threading.Thread(
+                target=context.run, args=(self._update_artifact, epoch), daemon=True
+            )
+            self._sender.start()
 
     def keras_callback(
         self, x_test: Any, y_test: Any, validate_every: int, epochs_per_call: int = 1
