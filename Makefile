@@ -34,6 +34,7 @@ server: $(STAMP)
 	echo "Prefect UI:      http://127.0.0.1:$(PORT)"; \
 	echo "In other shells: export PREFECT_API_URL=http://127.0.0.1:$(PORT)/api"; \
 	echo "State kept in:   $$PREFECT_HOME"; \
+	export PREFECT_UI_API_URL="http://127.0.0.1:$(PORT)/api"; \
 	$(BIN)/prefect server start --host 127.0.0.1 --port $(PORT)
 
 clean-cache:

@@ -1,7 +1,5 @@
 """Compare regularizers in one run: configurations × folds fanned out, joined per configuration."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Any
 

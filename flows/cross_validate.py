@@ -1,7 +1,5 @@
 """The k-fold cross-validation DAG: download -> clean -> plan folds -> train each fold -> join."""
 
-from __future__ import annotations
-
 import contextlib
 from typing import Any
 

@@ -25,7 +25,11 @@ def fold_states(flow_run_id: UUID) -> dict[str, str]:
         runs = client.read_task_runs(
             task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=ids))
         )
-    return {run.name: run.state.name for run in runs if run.name.startswith("fold-")}
+    latest = {}  # a retried flow run has one task run per fold and attempt: keep the newest
+    for run in sorted(runs, key=lambda r: r.created):
+        if run.name.startswith("fold-"):
+            latest[run.name] = run.state.name
+    return latest
 
 
 def trained(states: dict[str, str]) -> set[str]:
