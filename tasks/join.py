@@ -53,7 +53,11 @@ def collect_outcome(future: Any, fold: int) -> Any:
     state = future.state
     if state.is_completed():
         return state.result()
-    error = state.result(raise_on_failure=False)
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception as err:  # noqa: BLE001 - e.g. never ran: the executor's error tells why
+        wrapped = getattr(future, "wrapped_future", None)
+        error = (wrapped.exception(timeout=0) if wrapped and wrapped.done() else None) or err
     attempts = 1
     try:
         from prefect.client.orchestration import get_client
