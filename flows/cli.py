@@ -56,6 +56,12 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--gpus", help="GPU count or ids: 2, 0,1 or 3, (one fold per GPU)")
     run.add_argument("--validate-every", type=int, help="evaluate the test fold every N epochs")
     run.add_argument(
+        "--xla",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="XLA-compile each fold's training loop (default: on)",
+    )
+    run.add_argument(
         "--log-every", type=int, help=f"log loss every N epochs (default: {e.log_every})"
     )
     run.add_argument("--retries", type=int, dest="fold_retries", help="retries of a failing fold")
@@ -86,7 +92,7 @@ def config_from_args(args: argparse.Namespace) -> CVConfig:
            "shuffle", "fold_retries", "min_folds", "refresh")  # fmt: skip
     model = ("epochs", "batch_size", "hidden_units", "activation", "regularizer",
              "regularizer_on", "l1", "l2", "dropout", "optimizer", "learning_rate")  # fmt: skip
-    execution = ("runner", "workers", "dask_address", "validate_every", "log_every")
+    execution = ("runner", "workers", "dask_address", "validate_every", "log_every", "xla")
     for key in top:
         if opts.get(key) is not None:
             base[key] = opts[key]

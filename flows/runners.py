@@ -38,6 +38,7 @@ def fold_runtime(execution: ExecutionConfig, workers: int, gpu: int | None = Non
     return FoldRuntime(
         threads=threads_per_worker(workers),
         gpu=gpu,
+        xla=execution.xla,
         log_every=execution.log_every,
         validate_every=execution.validate_every,
     )

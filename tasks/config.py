@@ -102,6 +102,9 @@ class ExecutionConfig(BaseModel):
     gpus: list[int] | None = Field(
         default=None, description="GPU ids to use, one fold per GPU; None = CPU only."
     )
+    xla: bool = Field(
+        default=True, description="Compile each fold's training loop with XLA (faster on CPU)."
+    )
     log_every: int = Field(default=50, ge=1, description="Log training loss every N epochs.")
     validate_every: int = Field(
         default=0, ge=0, description="Evaluate the test fold every N epochs (0 = never)."

@@ -49,7 +49,6 @@ class ProgressReporter:
     artifacts: bool = True
     min_seconds: float = 2.0
     validation_history: dict[str, list[float]] = field(default_factory=dict)
-    history_epochs: list[int] = field(default_factory=list)
     _artifact_id: Any = None
     _sender: threading.Thread | None = None
 
@@ -99,33 +98,17 @@ class ProgressReporter:
             )
             self._sender.start()
 
-    def keras_callback(
-        self, x_test: Any, y_test: Any, validate_every: int, epochs_per_call: int = 1
-    ) -> Any:
-        """A Keras callback feeding this reporter (and the optional periodic validation).
-
-        Keras sees one "epoch" per `epochs_per_call` real epochs (see train.epochs_per_call).
-        """
-        import keras
-
-        reporter = self
-
-        class _Callback(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-                logs = dict(logs or {})
-                done = (epoch + 1) * epochs_per_call
-                reporter.history_epochs.append(done)
-                if validate_every and (done % validate_every == 0 or done == reporter.epochs):
-                    probs = np.clip(np.asarray(self.model.predict_on_batch(x_test)), 1e-7, 1.0)
-                    val_loss = float(-(y_test * np.log(probs)).sum(axis=1).mean())
-                    val_acc = float((probs.argmax(1) == y_test.argmax(1)).mean())
-                    reporter.validation_history.setdefault("val_epoch", []).append(done)
-                    reporter.validation_history.setdefault("val_loss", []).append(val_loss)
-                    reporter.validation_history.setdefault("val_accuracy", []).append(val_acc)
-                    logs.update(val_loss=val_loss, val_accuracy=val_acc)
-                reporter.on_epoch(done, logs)
-
-        return _Callback()
+    def validate(self, model: Any, x_test: Any, y_test: Any, epoch: int) -> dict[str, float]:
+        """Score the test fold now (opt-in `--validate-every`), for learning curves."""
+        probs = np.clip(np.asarray(model.predict_on_batch(x_test)), 1e-7, 1.0)
+        scores = {
+            "val_loss": float(-(y_test * np.log(probs)).sum(axis=1).mean()),
+            "val_accuracy": float((probs.argmax(1) == y_test.argmax(1)).mean()),
+        }
+        self.validation_history.setdefault("val_epoch", []).append(float(epoch))
+        for key, value in scores.items():
+            self.validation_history.setdefault(key, []).append(value)
+        return scores
 
 
 def track_folds_done(futures: list[Any]) -> None:

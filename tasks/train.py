@@ -23,6 +23,7 @@ from tasks.errors import retry_unless_permanent
 from tasks.faults import maybe_inject_fault
 from tasks.folds import FoldSpec
 from tasks.logs import run_logger
+from tasks.loop import GraphTrainer, epoch_batches
 from tasks.progress import ProgressReporter
 
 
@@ -32,6 +33,7 @@ class FoldRuntime:
 
     threads: int = 1
     gpu: int | None = None
+    xla: bool = True
     log_every: int = 50
     validate_every: int = 0
     progress_artifacts: bool = True
@@ -83,6 +85,7 @@ def fold_cache_key(context: Any, parameters: dict[str, Any]) -> str:
         "rows": fold.assignment_hash(),
         "model": model.effective(),
         "seed": parameters["seed"],
+        "xla": parameters.get("runtime", FoldRuntime()).xla,  # fusion changes float rounding
         "code": TRAINING_CODE_VERSION,
     }
     return f"fold-{fold.index}-{stable_hash(payload, 32)}"
@@ -119,11 +122,11 @@ def import_tensorflow(threads: int, gpu: int | None) -> Any:
 
 
 def epochs_per_call(epochs: int, log_every: int, validate_every: int = 0) -> int:
-    """How many epochs one `fit` "epoch" (one graph call) spans.
+    """How many epochs one graph call trains (see tasks/loop.py).
 
-    Running many epochs per graph call removes Keras' per-epoch overhead (the fold's math is
-    unchanged: the data is still reshuffled every epoch). The span divides the epochs and the
-    validation interval, and is at most the logging interval so progress keeps flowing.
+    Many epochs per call remove per-call overhead without changing the maths: the data is
+    still reshuffled every epoch. The span divides the epochs and the validation interval,
+    and is at most the logging interval so progress keeps flowing.
     """
     limit = math.gcd(epochs, validate_every) if validate_every else epochs
     return max(d for d in range(1, min(limit, max(1, log_every)) + 1) if limit % d == 0)
@@ -137,9 +140,7 @@ def device_label(gpu: int | None, gpu_visible: bool) -> str:
     return f"GPU:{visible[gpu].strip()}" if gpu < len(visible) else f"GPU:{gpu}"
 
 
-def build_model(
-    n_features: int, n_classes: int, cfg: ModelConfig, steps_per_execution: int, seed: int
-):
+def build_model(n_features: int, n_classes: int, cfg: ModelConfig, seed: int):
     """The notebook's network, generalised to the config's layers and penalties.
 
     Every random initialiser gets an explicit seed: the global RNGs are shared with Prefect's
@@ -180,7 +181,7 @@ def build_model(
     optimizer = keras.optimizers.get(cfg.optimizer)
     if cfg.learning_rate is not None:
         optimizer.learning_rate = cfg.learning_rate
-    model.compile(loss=cfg.loss, optimizer=optimizer, steps_per_execution=steps_per_execution)
+    model.compile(loss=cfg.loss, optimizer=optimizer)
     return model
 
 
@@ -227,23 +228,12 @@ def train_fold(
     train_pos, test_pos = fold.train_positions(), fold.test_positions
     x_train, y_train, x_test, y_test = x[train_pos], y[train_pos], x[test_pos], y[test_pos]
 
-    # Each pass over the cached data is reshuffled (as Keras does for NumPy input, once per
-    # epoch) and batched on its own, so a short last batch stays per epoch; `repeat` then lets
-    # one graph call run `span` epochs.
     span = epochs_per_call(model.epochs, runtime.log_every, runtime.validate_every)
-    steps_per_epoch = math.ceil(len(x_train) / model.batch_size)
     keras.backend.clear_session()
     keras.utils.set_random_seed(fold_seed(seed, fold.index))
-    net = build_model(
-        x.shape[1], y.shape[1], model, span * steps_per_epoch, fold_seed(seed, fold.index)
-    )
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((x_train, y_train))
-        .cache()
-        .shuffle(len(x_train), seed=fold_seed(seed, fold.index), reshuffle_each_iteration=True)
-        .batch(model.batch_size)
-        .repeat()
-    )
+    net = build_model(x.shape[1], y.shape[1], model, fold_seed(seed, fold.index))
+    trainer = GraphTrainer(tf, net, x_train, y_train, jit=runtime.xla)
+    shuffles = np.random.default_rng(fold_seed(seed, fold.index))
     device = device_label(runtime.gpu, bool(tf.config.get_visible_devices("GPU")))
     progress = ProgressReporter(
         fold=fold.index,
@@ -252,21 +242,21 @@ def train_fold(
         logger=logger,
         artifacts=runtime.progress_artifacts,
     )
-    callbacks = [progress.keras_callback(x_test, y_test, runtime.validate_every, span)]
     logger.info(
-        "fold %d/%d attempt %d: training on %d rows, testing on %d, %d epochs, %s, %d thread(s)",
+        "fold %d/%d attempt %d: training on %d rows, testing on %d, %d epochs, %s, %d thread(s)%s",
         fold.index, fold.n_folds, attempt, len(train_pos), len(test_pos),
-        model.epochs, device, runtime.threads,
+        model.epochs, device, runtime.threads, ", XLA" if runtime.xla else "",
     )  # fmt: skip
     started = time.time()
-    fit = net.fit(
-        dataset,
-        epochs=model.epochs // span,
-        steps_per_epoch=span * steps_per_epoch,
-        verbose=0,
-        shuffle=False,
-        callbacks=callbacks,
-    )
+    history: dict[str, list[float]] = {"epoch": [], "loss": []}
+    for done in range(span, model.epochs + 1, span):
+        batches = epoch_batches(len(x_train), model.batch_size, span, shuffles)
+        logs = {"loss": trainer.train(*batches)}
+        if runtime.validate_every and done % runtime.validate_every == 0:
+            logs.update(progress.validate(net, x_test, y_test, done))
+        history["epoch"].append(float(done))
+        history["loss"].append(logs["loss"])
+        progress.on_epoch(done, logs)
     probabilities = np.asarray(net.predict_on_batch(x_test), dtype=np.float64)
     probabilities /= probabilities.sum(axis=1, keepdims=True)  # float32 softmax -> sums to 1
     finished = time.time()
@@ -274,8 +264,6 @@ def train_fold(
     truth = y_test.argmax(axis=1)
     accuracy = float(accuracy_score(truth, probabilities.argmax(axis=1)))
     loss = float(log_loss(truth, probabilities, labels=range(y.shape[1])))
-    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
-    history["epoch"] = [float(e) for e in progress.history_epochs]
     history.update(progress.validation_history)
     logger.info(
         "fold %d: accuracy %.4f, log-loss %.4f, %.1f s", fold.index, accuracy, loss,

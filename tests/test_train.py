@@ -36,7 +36,7 @@ def test_epochs_per_call_divides_everything(epochs, log_every, validate_every, e
 def test_build_model_follows_the_config(changes, activity, kernel, dropouts):
     import keras
 
-    model = build_model(47, 7, ModelConfig(**changes), 50, seed=1)
+    model = build_model(47, 7, ModelConfig(**changes), seed=1)
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     assert sum(layer.activity_regularizer is not None for layer in dense) == activity
     assert sum(layer.kernel_regularizer is not None for layer in dense) == kernel
@@ -84,3 +84,35 @@ def test_cache_key_depends_on_what_determines_the_result():
         key(fold=split_folds(100, 5, True, 7)[0]),
     ]
     assert len({key(), *others}) == 1 + len(others)
+
+
+def test_graph_loop_matches_keras_fit_on_the_same_batches(tmp_path):
+    """The in-graph loop is Keras' own step: fed fit's batches, it ends with fit's weights."""
+    import keras
+    import tensorflow as tf
+
+    from tasks.loop import GraphTrainer, epoch_batches
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 5)).astype("float32")  # 90 = 2 full batches of 32 + 26 per epoch
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, 90)]
+    full, tail = epoch_batches(90, 32, 3, np.random.default_rng(1))
+    assert full.shape == (3, 2, 32) and tail.shape == (3, 26)
+    for e in range(3):  # each epoch is a permutation: every row exactly once
+        assert sorted(np.concatenate([full[e].ravel(), tail[e]])) == list(range(90))
+    order = [rows for e in range(3) for rows in (*full[e], tail[e])]
+
+    def fresh():
+        keras.backend.clear_session()
+        return build_model(5, 3, ModelConfig(hidden_units=[8, 4]), seed=3)
+
+    by_fit = fresh()
+    batches = tf.data.Dataset.from_generator(
+        lambda: ((x[r], y[r]) for r in order),
+        output_signature=(tf.TensorSpec((None, 5)), tf.TensorSpec((None, 3))),
+    )
+    by_fit.fit(batches, epochs=1, verbose=0, shuffle=False)
+    by_loop = fresh()
+    GraphTrainer(tf, by_loop, x, y, jit=False).train(full, tail)
+    for a, b in zip(by_fit.trainable_variables, by_loop.trainable_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
