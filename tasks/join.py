@@ -50,6 +50,7 @@ class FoldFailure:
 
 def collect_outcome(future: Any, fold: int) -> Any:
     """A fold future's result, or a FoldFailure saying which attempt failed and why."""
+    future.wait()  # sets the future's final state locally; the API may still lag behind
     state = future.state
     if state.is_completed():
         return state.result()
