@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 
 from prefect.settings import PREFECT_API_URL
@@ -26,6 +27,16 @@ def share_ephemeral_api() -> None:
     if not server.running:
         server.start()
     os.environ["PREFECT_API_URL"] = server.api_url
+
+
+def _skip_teardown_at_exit() -> None:
+    """Pool-worker initializer: end the process without TensorFlow's slow teardown.
+
+    Registered before Prefect's own exit handlers exist, so it runs after them (atexit is
+    last-in, first-out): logs and results are flushed first, then ~1.5 s of C++ teardown that
+    the flow would otherwise wait for when the pool shuts down is skipped.
+    """
+    atexit.register(os._exit, 0)
 
 
 def threads_per_worker(workers: int) -> int:
@@ -56,4 +67,4 @@ def make_task_runner(execution: ExecutionConfig, workers: int) -> TaskRunner:
     if execution.runner == "thread" or workers == 1:
         return ThreadPoolTaskRunner(max_workers=workers)
     share_ephemeral_api()
-    return ProcessPoolTaskRunner(max_workers=workers)
+    return ProcessPoolTaskRunner(max_workers=workers, initializer=_skip_teardown_at_exit)
