@@ -5,28 +5,11 @@ from __future__ import annotations
 import atexit
 import os
 
-from prefect.settings import PREFECT_API_URL
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
+from flows.api import share_ephemeral_api
 from tasks.config import ExecutionConfig
 from tasks.train import FoldRuntime
-
-
-def share_ephemeral_api() -> None:
-    """Point worker processes at this process's API instead of each starting its own.
-
-    In Prefect's ephemeral mode every new process would start a private API server on the
-    same SQLite file (slow, and 'database is locked'); exporting the running one's URL makes
-    workers report to the API the flow itself uses.
-    """
-    if PREFECT_API_URL.value():
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    if not server.running:
-        server.start()
-    os.environ["PREFECT_API_URL"] = server.api_url
 
 
 def _skip_teardown_at_exit() -> None:

@@ -11,7 +11,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
-from scipy.stats import zscore
 
 from tasks.errors import DataValidationError
 from tasks.logs import run_logger
@@ -145,6 +144,8 @@ def validate_raw(frame: pd.DataFrame, path: str, logger=None) -> pd.DataFrame:
 
 def clean_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
     """The notebook's cleaning, step for step; returns (table, feature columns, classes)."""
+    from scipy.stats import zscore  # imported here: fold workers never clean
+
     df = frame.copy()
     for column in CATEGORICAL:
         dummies = pd.get_dummies(df[column], prefix=column, dtype="float64")

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from prefect import task
-from sklearn.model_selection import KFold, StratifiedKFold
 
 from tasks.clean import TARGET, CleanedData
 from tasks.config import stable_hash
@@ -43,6 +42,8 @@ def split_folds(
     n_rows: int, n_folds: int, shuffle: bool, seed: int, labels: np.ndarray | None = None
 ) -> list[FoldSpec]:
     """KFold (or StratifiedKFold when labels are given), checked to be a partition of the rows."""
+    from sklearn.model_selection import KFold, StratifiedKFold  # not needed by fold workers
+
     if n_rows < n_folds:
         raise DataValidationError(f"{n_rows} rows cannot be split into {n_folds} folds")
     if labels is not None:

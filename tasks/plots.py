@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only, never a window (workers and CI have no display)
 import matplotlib.pyplot as plt  # noqa: E402
@@ -22,6 +23,8 @@ def plot_learning_curves(results: list[Any], path: Path) -> None:
             ax.plot(res.history["val_epoch"], res.history["val_loss"], "--", color=line.get_color())
     ax.set(xlabel="epoch", ylabel="loss (training; dashed: test fold)", title="Learning curves")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.LogFormatter())  # plain text, no mathtext
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
