@@ -103,7 +103,8 @@ class ExecutionConfig(BaseModel):
         default=None, description="GPU ids to use, one fold per GPU; None = CPU only."
     )
     xla: bool = Field(
-        default=True, description="Compile each fold's training loop with XLA (faster on CPU)."
+        default=True,
+        description="XLA-compile each fold's training loop (faster; not used with dropout).",
     )
     log_every: int = Field(default=50, ge=1, description="Log training loss every N epochs.")
     validate_every: int = Field(

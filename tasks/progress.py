@@ -100,7 +100,7 @@ class ProgressReporter:
 
     def validate(self, model: Any, x_test: Any, y_test: Any, epoch: int) -> dict[str, float]:
         """Score the test fold now (opt-in `--validate-every`), for learning curves."""
-        probs = np.clip(np.asarray(model.predict_on_batch(x_test)), 1e-7, 1.0)
+        probs = np.clip(np.asarray(model(x_test, training=False)), 1e-7, 1.0)
         scores = {
             "val_loss": float(-(y_test * np.log(probs)).sum(axis=1).mean()),
             "val_accuracy": float((probs.argmax(1) == y_test.argmax(1)).mean()),

@@ -74,6 +74,11 @@ def fold_seed(seed: int, fold: int) -> int:
     return seed * 1000 + fold
 
 
+def uses_xla(model: ModelConfig, runtime: FoldRuntime) -> bool:
+    """XLA unless the model has dropout: XLA's CPU random-number ops made it ~7x slower."""
+    return runtime.xla and not model.dropout
+
+
 def fold_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     """Key a fold's result by what determines it (data, rows, model, seed, code), not the run."""
     data: CleanedData = parameters["data"]
@@ -85,7 +90,8 @@ def fold_cache_key(context: Any, parameters: dict[str, Any]) -> str:
         "rows": fold.assignment_hash(),
         "model": model.effective(),
         "seed": parameters["seed"],
-        "xla": parameters.get("runtime", FoldRuntime()).xla,  # fusion changes float rounding
+        # XLA's fusion changes float rounding, so it is part of what determines the result.
+        "xla": uses_xla(model, parameters.get("runtime", FoldRuntime())),
         "code": TRAINING_CODE_VERSION,
     }
     return f"fold-{fold.index}-{stable_hash(payload, 32)}"
@@ -231,7 +237,7 @@ def train_fold(
     keras.backend.clear_session()
     keras.utils.set_random_seed(fold_seed(seed, fold.index))
     net = build_model(x.shape[1], y.shape[1], model, fold_seed(seed, fold.index))
-    trainer = GraphTrainer(tf, net, x_train, y_train, jit=runtime.xla)
+    trainer = GraphTrainer(tf, net, x_train, y_train, jit=uses_xla(model, runtime))
     shuffles = np.random.default_rng(fold_seed(seed, fold.index))
     device = device_label(runtime.gpu, bool(tf.config.get_visible_devices("GPU")))
     progress = ProgressReporter(
@@ -244,7 +250,7 @@ def train_fold(
     logger.info(
         "fold %d/%d attempt %d: training on %d rows, testing on %d, %d epochs, %s, %d thread(s)%s",
         fold.index, fold.n_folds, attempt, len(train_pos), len(test_pos),
-        model.epochs, device, runtime.threads, ", XLA" if runtime.xla else "",
+        model.epochs, device, runtime.threads, ", XLA" if uses_xla(model, runtime) else "",
     )  # fmt: skip
     started = time.time()
     history: dict[str, list[float]] = {"epoch": [], "loss": []}
@@ -256,7 +262,8 @@ def train_fold(
         history["epoch"].append(float(done))
         history["loss"].append(logs["loss"])
         progress.on_epoch(done, logs)
-    probabilities = np.asarray(net.predict_on_batch(x_test), dtype=np.float64)
+    # A direct call, not predict(): no new tf.function (and retracing warning) per fold.
+    probabilities = np.asarray(net(x_test, training=False), dtype=np.float64)
     probabilities /= probabilities.sum(axis=1, keepdims=True)  # float32 softmax -> sums to 1
     finished = time.time()
 
