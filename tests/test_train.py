@@ -111,7 +111,7 @@ def test_graph_loop_matches_keras_fit_on_the_same_batches(tmp_path):
         lambda: ((x[r], y[r]) for r in order),
         output_signature=(tf.TensorSpec((None, 5)), tf.TensorSpec((None, 3))),
     )
-    by_fit.fit(batches, epochs=1, verbose=0, shuffle=False)
+    by_fit.fit(batches, epochs=1, steps_per_epoch=len(order), verbose=0, shuffle=False)
     by_loop = fresh()
     GraphTrainer(tf, by_loop, x, y, jit=False).train(full, tail)
     for a, b in zip(by_fit.trainable_variables, by_loop.trainable_variables):
