@@ -83,8 +83,8 @@ def render_comparison(table: pd.DataFrame, baseline: str) -> str:
             f"| {r['name']}{' (baseline)' if is_base else ''} | {r['model']} "
             f"| {r['oof_accuracy']:.4f} | {r['mean_accuracy']:.4f} ± {r['std_accuracy']:.4f} "
             f"| {r['log_loss']:.4f} | {r['train_seconds']:.1f} | {r['diff_vs_baseline']:+.4f} "
-            f"| {'' if is_base else f'{r.t_test_p:.3f}'} "
-            f"| {'' if is_base else f'{r.wilcoxon_p:.3f}'} |"
+            f"| {'' if is_base else f'{r.t_test_p:.2g}'} "
+            f"| {'' if is_base else f'{r.wilcoxon_p:.2g}'} |"
         )
     lines.append("")
     if best["name"] == baseline:
@@ -98,8 +98,8 @@ def render_comparison(table: pd.DataFrame, baseline: str) -> str:
         lines.append(
             f"`{best['name']}` leads the baseline `{baseline}` by "
             f"{best['diff_vs_baseline']:+.4f} mean per-fold accuracy: {verdict} "
-            f"(paired t-test over the same folds, p = {best['t_test_p']:.3f}; "
-            f"Wilcoxon signed-rank p = {best['wilcoxon_p']:.3f})."
+            f"(paired t-test over the same folds, p = {best['t_test_p']:.2g}; "
+            f"Wilcoxon signed-rank p = {best['wilcoxon_p']:.2g})."
         )
     return "\n".join(lines) + "\n"
 
