@@ -206,6 +206,8 @@ def compute_metrics(
                 "final_loss": r.final_loss,
                 "epochs": r.epochs,
                 "train_seconds": round(r.train_seconds, 3),
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
                 "worker": r.worker,
                 "device": r.device,
                 "attempt": r.attempt,

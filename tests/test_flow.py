@@ -49,3 +49,32 @@ def test_a_failed_fold_fails_the_flow_and_names_the_fold(tmp_path, monkeypatch):
     with pytest.raises(Exception, match=r"fold 2: Failed after 1 attempt\(s\): InjectedFault"):
         state.result()
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_cli_runs_two_folds_at_once_on_one_ephemeral_api(tmp_path):
+    """The default runner, no PREFECT_API_URL: workers share the flow's API, folds overlap."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    foldflow = Path(sys.executable).with_name("foldflow")
+    command = [
+        str(foldflow), "run", "--no-progress", "--workers", "2", "--epochs", "300",
+        "--no-xla", "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    # one temporary API server for the run, not one per worker process
+    assert log.count("Stopping temporary server") == 1
+    assert log.count("Starting temporary server") <= 1
+    for trouble in ("database is locked", "Traceback", "| ERROR"):
+        assert trouble not in log
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    spans = [(f["started_at"], f["finished_at"]) for f in metrics["folds"]]
+    most = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+    assert most == 2  # two folds trained at the same time, never more than the 2 workers
+    assert len({f["worker"] for f in metrics["folds"]}) == 2
