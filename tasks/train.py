@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 from prefect import task
-from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
 from tasks.clean import CleanedData, load_xy
@@ -22,7 +21,7 @@ from tasks.config import TRAINING_CODE_VERSION, ModelConfig, stable_hash
 from tasks.errors import retry_unless_permanent
 from tasks.faults import maybe_inject_fault
 from tasks.folds import FoldSpec
-from tasks.logs import run_logger
+from tasks.logs import current_attempt, run_logger
 from tasks.loop import GraphTrainer, epoch_batches
 from tasks.progress import ProgressReporter
 
@@ -197,12 +196,6 @@ def _cached_xy(data: CleanedData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return load_xy(data)
 
 
-def _attempt() -> int:
-    """This task run's attempt number (1 for the first try), or 1 outside Prefect."""
-    ctx = TaskRunContext.get()
-    return ctx.task_run.run_count if ctx and ctx.task_run.run_count else 1
-
-
 @task(
     name="train-fold",
     task_run_name="fold-{fold.index}{label}",
@@ -224,7 +217,7 @@ def train_fold(
 ) -> FoldResult:
     """Train one fold independently so folds can run anywhere, be retried and be cached."""
     logger = run_logger()
-    attempt = _attempt()
+    attempt, _ = current_attempt()
     maybe_inject_fault(fold.index, attempt)
     tf = import_tensorflow(runtime.threads, runtime.gpu)
     import keras
