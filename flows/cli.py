@@ -7,68 +7,98 @@ import atexit
 import json
 import os
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from tasks.config import CVConfig
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from flows.process import configure_process, seconds_since_start, start_api_in_background
+from tasks.config import CompareConfig, CVConfig, DownloadConfig, ExecutionConfig, ModelConfig
 
 DEFAULTS = CVConfig()
+
+# Where each config section's fields land on the command line: (section, model, option prefix).
+# Top-level scalar fields of CVConfig have section None. Every option is derived from a field:
+# adding a field to a model adds its option, with the field's description and default.
+SECTIONS: tuple[tuple[str | None, type[BaseModel], str], ...] = (
+    (None, CVConfig, ""),
+    ("model", ModelConfig, ""),
+    ("execution", ExecutionConfig, ""),
+    ("download", DownloadConfig, "download-"),
+)
+# Shorter names kept from earlier versions of the CLI.
+RENAMED = {"hidden_units": "hidden", "fold_retries": "retries"}
+# Values with a syntax of their own on the command line.
+PARSERS: dict[str, Callable[[str], Any]] = {"gpus": lambda text: _gpus(text)}
+GROUP_TITLES = {None: "run", "model": "model", "execution": "execution", "download": "download"}
 
 
 def _ints(text: str) -> list[int]:
     return [int(part) for part in text.replace(" ", "").split(",") if part]
 
 
+def _strs(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The annotation without Optional[...] and Annotated[...] wrappers."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, UnionType):
+            rest = [a for a in get_args(annotation) if a is not type(None)]
+            if len(rest) != 1:
+                return annotation
+            annotation = rest[0]
+        else:
+            return annotation
+
+
+def _argument_kwargs(name: str, info: FieldInfo) -> dict[str, Any] | None:
+    """argparse keyword arguments for one pydantic field (None: not settable from the CLI)."""
+    kind = _unwrap(info.annotation)
+    default = info.get_default(call_default_factory=True)
+    shown = "none" if default is None else default
+    if isinstance(shown, list):
+        shown = ",".join(map(str, shown)) or "none"
+    help_text = f"{info.description or name.replace('_', ' ')} (default: {shown})"
+    kwargs: dict[str, Any] = {"help": help_text}
+    if name in PARSERS:
+        return {**kwargs, "type": PARSERS[name], "metavar": name.upper()}
+    if kind is bool:
+        return {**kwargs, "action": argparse.BooleanOptionalAction, "default": None}
+    if get_origin(kind) is Literal:
+        return {**kwargs, "choices": list(get_args(kind))}
+    if get_origin(kind) is list:
+        item = _unwrap(get_args(kind)[0])
+        return {**kwargs, "type": _ints if item is int else _strs, "metavar": "A,B,..."}
+    if get_origin(kind) is dict:
+        return {**kwargs, "type": json.loads, "metavar": "JSON"}
+    if kind in (int, float, str):
+        return {**kwargs, "type": kind, "metavar": name.split("_")[-1].upper()}
+    return None  # a nested model: its own section
+
+
+def _dest(section: str | None, name: str) -> str:
+    return f"{section}.{name}" if section else name
+
+
 def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by every command that runs cross-validation."""
-    m, e = DEFAULTS.model, DEFAULTS.execution
-    data = parser.add_argument_group("data")
-    data.add_argument("--config", help="JSON or YAML file with a CVConfig; options override it")
-    data.add_argument(
-        "--source",
-        help=f"CSV URL, path or fsspec URL (default: bundled {Path(DEFAULTS.source).name})",
-    )
-    data.add_argument("--sha256", help="expected sha256 of the CSV; a mismatch stops the run")
-    data.add_argument("--output-dir", help=f"where results go (default: {DEFAULTS.output_dir})")
-    data.add_argument(
-        "--cache-dir", help=f"cleaned data and fold results (default: {DEFAULTS.cache_dir})"
-    )
-    cv = parser.add_argument_group("cross-validation")
-    cv.add_argument("--folds", type=int, help=f"number of folds (default: {DEFAULTS.folds})")
-    cv.add_argument("--seed", type=int, help=f"split and training seed (default: {DEFAULTS.seed})")
-    cv.add_argument("--stratified", action="store_true", default=None, help="StratifiedKFold")
-    cv.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None)
-    model = parser.add_argument_group("model")
-    model.add_argument("--epochs", type=int, help=f"default: {m.epochs}")
-    model.add_argument("--batch-size", type=int, help=f"default: {m.batch_size}")
-    model.add_argument("--hidden", type=_ints, dest="hidden_units", help="e.g. 50,25")
-    model.add_argument("--activation", choices=["relu", "tanh", "sigmoid", "elu", "selu"])
-    model.add_argument("--regularizer", choices=["none", "l1", "l2", "l1_l2"])
-    model.add_argument("--regularizer-on", choices=["activity", "kernel"])
-    model.add_argument("--l1", type=float, help=f"default: {m.l1:g}")
-    model.add_argument("--l2", type=float, help=f"default: {m.l2:g}")
-    model.add_argument("--dropout", type=float, help="dropout after each hidden layer")
-    model.add_argument("--optimizer", choices=["adam", "sgd", "rmsprop", "adamw"])
-    model.add_argument("--learning-rate", type=float)
-    run = parser.add_argument_group("execution")
-    run.add_argument("--runner", choices=["process", "thread", "dask"], help=f"default: {e.runner}")
-    run.add_argument("--workers", type=int, help="parallel folds (default: min(folds, cores))")
-    run.add_argument("--dask-address", help="tcp://host:8786 of an existing Dask cluster")
-    run.add_argument("--gpus", help="GPU count or ids: 2, 0,1 or 3, (one fold per GPU)")
-    run.add_argument("--validate-every", type=int, help="evaluate the test fold every N epochs")
-    run.add_argument(
-        "--xla",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="XLA-compile each fold's training loop (default: on)",
-    )
-    run.add_argument(
-        "--log-every", type=int, help=f"log loss every N epochs (default: {e.log_every})"
-    )
-    run.add_argument("--retries", type=int, dest="fold_retries", help="retries of a failing fold")
-    run.add_argument("--min-folds", type=int, help="accept partial results with at least K folds")
-    run.add_argument("--refresh", action="store_true", default=None, help="retrain cached folds")
+    """One option per field of the config models, grouped by section."""
+    parser.add_argument("--config", help="JSON or YAML file with a CVConfig; options override it")
+    for section, model, prefix in SECTIONS:
+        group = parser.add_argument_group(GROUP_TITLES[section])
+        for name, info in model.model_fields.items():
+            kwargs = _argument_kwargs(name, info)
+            if kwargs is None:
+                continue
+            flag = "--" + prefix + RENAMED.get(name, name).replace("_", "-")
+            group.add_argument(flag, dest=_dest(section, name), **kwargs)
 
 
 def _gpus(text: str | None) -> list[int] | None:
@@ -90,19 +120,15 @@ def config_from_args(args: argparse.Namespace) -> CVConfig:
     """Merge a config file (if any) with the command-line options into one validated config."""
     base: dict[str, Any] = _load_file(args.config) if args.config else {}
     opts = vars(args)
-    top = ("source", "sha256", "output_dir", "cache_dir", "folds", "seed", "stratified",
-           "shuffle", "fold_retries", "min_folds", "refresh")  # fmt: skip
-    model = ("epochs", "batch_size", "hidden_units", "activation", "regularizer",
-             "regularizer_on", "l1", "l2", "dropout", "optimizer", "learning_rate")  # fmt: skip
-    execution = ("runner", "workers", "dask_address", "validate_every", "log_every", "xla")
-    for key in top:
-        if opts.get(key) is not None:
-            base[key] = opts[key]
-    for section, keys in (("model", model), ("execution", execution)):
-        values = {k: opts[k] for k in keys if opts.get(k) is not None}
-        if section == "execution" and opts.get("gpus") is not None:
-            values["gpus"] = _gpus(opts["gpus"])
-        if values:
+    for section, model, _ in SECTIONS:
+        values = {
+            name: opts[_dest(section, name)]
+            for name in model.model_fields
+            if opts.get(_dest(section, name)) is not None
+        }
+        if section is None:
+            base.update(values)
+        elif values:
             base[section] = {**base.get(section, {}), **values}
     return CVConfig.model_validate(base)
 
@@ -133,15 +159,13 @@ def print_summary(result: dict[str, Any], seconds: float) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the cross-validation flow once, in this process."""
-    from flows.api import start_api_in_background
-
     config = config_from_args(args)
+    show_progress = sys.stderr.isatty() if args.progress is None else args.progress
+    configure_process(quiet_console=show_progress)
     api = start_api_in_background()
     from flows.cross_validate import cross_validate
 
     api.join()
-    started = time.perf_counter()
-    show_progress = sys.stderr.isatty() if args.progress is None else args.progress
     if show_progress:
         from flows.terminal import quiet_console_logs, run_with_progress
 
@@ -149,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = run_with_progress(lambda: cross_validate(config), config.folds)
     else:
         result = cross_validate(config)
-    print_summary(result, time.perf_counter() - started)
+    print_summary(result, seconds_since_start())
     return 0
 
 
@@ -163,32 +187,30 @@ def load_grid(path: str) -> list[dict[str, Any]]:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Cross-validate every configuration of a grid on the same folds and compare them."""
-    from flows.api import start_api_in_background
-
+    configure_process()
     api = start_api_in_background()
     from flows.compare_regularizers import compare_regularizers
-    from tasks.config import CompareConfig
 
     api.join()
     if args.output_dir is None:
-        args.output_dir = "output/compare"
+        args.output_dir = CompareConfig.model_fields["cv"].default.output_dir
     payload: dict[str, Any] = {"cv": config_from_args(args).model_dump()}
     if args.grid:
         payload["grid"] = load_grid(args.grid)
     if args.baseline:
         payload["baseline"] = args.baseline
     config = CompareConfig.model_validate(payload)
-    started = time.perf_counter()
     result = compare_regularizers(config)
     print(Path(result["paths"]["md"]).read_text())
     for path in result["paths"].values():
         print(f"wrote {path}")
-    print(f"wall time: {time.perf_counter() - started:.1f} s")
+    print(f"wall time: {seconds_since_start():.1f} s")
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the flow on a cron schedule from this long-running process (no work pool needed)."""
+    configure_process()
     from flows.cross_validate import cross_validate
 
     config = config_from_args(args)

@@ -3,16 +3,16 @@
 - `dask_address` set: connect to that scheduler (a cluster the user started and owns).
 - `gpus` set: one single-threaded worker process per GPU, each declaring the resource
   `GPU=1` and seeing only its own device (`CUDA_VISIBLE_DEVICES`); `dask_cuda.LocalCUDACluster`
-  when installed, else a `SpecCluster` of `Nanny` workers. Wrap the fold `.map(...)` in
-  `fold_resources(execution)` (or `gpu_resource_annotation()`) so each fold task asks for
-  `GPU: 1`, and Dask never runs two folds on one GPU.
+  when installed, else a `SpecCluster` of `Nanny` workers. `flows.fanout.fold_resources` wraps
+  the fold map in `gpu_resource_annotation()` so each fold task asks for `GPU: 1`, and Dask
+  never runs two folds on one GPU.
 - otherwise: a `LocalCluster` of `workers` worker processes, one Dask thread each (TensorFlow's
   own thread budget comes from `FoldRuntime.threads`).
 
 Everything listens on 127.0.0.1 only and starts no dashboard. Worker processes are spawned from
 this process and inherit its environment when the cluster starts (which `DaskTaskRunner` does
-lazily, at the first task submitted), so a `PREFECT_API_URL` exported before that
-(`flows.runners.share_ephemeral_api`) reaches them; each Prefect task also carries the flow's
+when the runner is entered), so a `PREFECT_API_URL` exported before that
+(`flows.process.share_ephemeral_api`) reaches them; each Prefect task also carries the flow's
 settings context with it.
 
 Build runners from `address` or `cluster_class`, never `cluster=`: Prefect runs a flow on
@@ -137,29 +137,9 @@ def cluster_gpu_slots(client: distributed.Client) -> int:
     return int(sum(w.get("resources", {}).get(GPU_RESOURCE, 0) for w in workers.values()))
 
 
-def uses_dask(execution: ExecutionConfig) -> bool:
-    """Whether folds run on Dask (the same test `flows.runners.make_task_runner` makes)."""
-    return execution.runner == "dask" or bool(execution.dask_address)
-
-
-@contextlib.contextmanager
-def fold_resources(execution: ExecutionConfig, runner: Any = None) -> Iterator[None]:
-    """Wrap the fold `.map(...)`: on Dask with GPUs, each fold task asks for one `GPU`.
-
-    `runner` defaults to the running flow's task runner. On a cluster whose workers declare no
-    `GPU` resource (e.g. an existing cluster started without `--resources GPU=1`) the folds
-    would wait forever, so that fails at once with what to do instead.
-    """
-    if not (execution.gpus and uses_dask(execution)):
-        yield
-        return
-    if runner is None:
-        from prefect.context import FlowRunContext
-
-        context = FlowRunContext.get()
-        runner = context.task_runner if context else None
-    client = getattr(runner, "client", None)
-    if client is not None and cluster_gpu_slots(client) < 1:
+def check_gpu_workers(client: distributed.Client) -> None:
+    """Fail at once when no worker declares a GPU: folds asking for one would wait forever."""
+    if cluster_gpu_slots(client) < 1:
         raise RuntimeError(
             f"--gpus was given but no worker of the Dask cluster at {client.scheduler.address} "
             f"declares a {GPU_RESOURCE!r} resource, so no fold could start; start one worker "
@@ -167,5 +147,3 @@ def fold_resources(execution: ExecutionConfig, runner: Any = None) -> Iterator[N
             "(and CUDA_VISIBLE_DEVICES=<id>), or `dask cuda worker <scheduler> --resources "
             f"{GPU_RESOURCE}=1`"
         )
-    with gpu_resource_annotation():
-        yield

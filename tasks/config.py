@@ -8,7 +8,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_DATA = PROJECT_ROOT / "data" / "jh-simple-standin.csv"
@@ -30,28 +38,34 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    hidden_units: list[int] = Field(
+    hidden_units: list[PositiveInt] = Field(
         default=[50, 25], min_length=1, description="Units of each hidden Dense layer."
     )
-    activation: Literal["relu", "tanh", "sigmoid", "elu", "selu"] = "relu"
+    activation: Literal["relu", "tanh", "sigmoid", "elu", "selu"] = Field(
+        default="relu", description="Activation of the hidden layers."
+    )
     regularizer: Literal["none", "l1", "l2", "l1_l2"] = Field(
         default="l1", description="Penalty added to each hidden layer."
     )
     regularizer_on: Literal["activity", "kernel"] = Field(
         default="activity", description="Penalise the layer's outputs (activity) or weights."
     )
-    l1: float = Field(default=1e-4, ge=0, description="L1 strength (used by l1 and l1_l2).")
-    l2: float = Field(default=1e-3, ge=0, description="L2 strength (used by l2 and l1_l2).")
+    l1: FiniteFloat = Field(default=1e-4, ge=0, description="L1 strength (used by l1 and l1_l2).")
+    l2: FiniteFloat = Field(default=1e-3, ge=0, description="L2 strength (used by l2 and l1_l2).")
     dropout: float = Field(
         default=0.0, ge=0, lt=1, description="Dropout rate after each hidden layer (0 = none)."
     )
-    optimizer: Literal["adam", "sgd", "rmsprop", "adamw"] = "adam"
-    learning_rate: float | None = Field(
+    optimizer: Literal["adam", "sgd", "rmsprop", "adamw"] = Field(
+        default="adam", description="Keras optimizer."
+    )
+    learning_rate: FiniteFloat | None = Field(
         default=None, gt=0, description="None keeps the optimizer's Keras default."
     )
-    loss: Literal["categorical_crossentropy"] = "categorical_crossentropy"
-    epochs: int = Field(default=500, ge=1, le=100_000)
-    batch_size: int = Field(default=32, ge=1, le=65_536)
+    loss: Literal["categorical_crossentropy"] = Field(
+        default="categorical_crossentropy", description="Training loss (classification)."
+    )
+    epochs: int = Field(default=500, ge=1, le=100_000, description="Training epochs per fold.")
+    batch_size: int = Field(default=32, ge=1, le=65_536, description="Rows per optimizer step.")
 
     @model_validator(mode="after")
     def _strengths_match_kind(self) -> ModelConfig:
@@ -85,10 +99,24 @@ class ModelConfig(BaseModel):
         return "_".join(parts) or "none"
 
 
-class ExecutionConfig(BaseModel):
-    """Where and how folds run; never changes a fold's result, so it is not in the cache key."""
+class TrainingLoopConfig(BaseModel):
+    """How a fold's training loop runs and reports: shared by the run config and each fold."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    xla: bool = Field(
+        default=True,
+        description="XLA-compile each fold's training loop (faster; not used with dropout). "
+        "It changes float rounding, so it is part of a fold's cache key.",
+    )
+    log_every: int = Field(default=50, ge=1, description="Log training loss every N epochs.")
+    validate_every: int = Field(
+        default=0, ge=0, description="Evaluate the test fold every N epochs (0 = never)."
+    )
+
+
+class ExecutionConfig(TrainingLoopConfig):
+    """Where and how folds run; only `xla` can change a fold's numbers (and is in its key)."""
 
     runner: Literal["process", "thread", "dask"] = Field(
         default="process", description="Worker processes on this machine, threads, or Dask."
@@ -102,14 +130,6 @@ class ExecutionConfig(BaseModel):
     gpus: list[int] | None = Field(
         default=None, description="GPU ids to use, one fold per GPU; None = CPU only."
     )
-    xla: bool = Field(
-        default=True,
-        description="XLA-compile each fold's training loop (faster; not used with dropout).",
-    )
-    log_every: int = Field(default=50, ge=1, description="Log training loss every N epochs.")
-    validate_every: int = Field(
-        default=0, ge=0, description="Evaluate the test fold every N epochs (0 = never)."
-    )
 
     @field_validator("gpus")
     @classmethod
@@ -117,6 +137,10 @@ class ExecutionConfig(BaseModel):
         from tasks.devices import check_devices
 
         return None if gpus is None else (check_devices(gpus) or None)
+
+    def uses_dask(self) -> bool:
+        """Whether folds run on Dask: asked for, an existing cluster, or GPUs (one per worker)."""
+        return self.runner == "dask" or bool(self.dask_address) or bool(self.gpus)
 
     def resolved_workers(self, folds: int) -> int:
         """Default to one worker per fold, bounded by cores (or one per GPU)."""
@@ -127,15 +151,44 @@ class ExecutionConfig(BaseModel):
         return max(1, min(folds, os.cpu_count() or 1))
 
 
+class FoldRuntime(TrainingLoopConfig):
+    """What one fold task needs to know about where it runs (derived from ExecutionConfig)."""
+
+    threads: int = Field(default=1, ge=1, description="TensorFlow threads for this worker.")
+    gpu: int | None = Field(default=None, description="Index of the visible GPU to use.")
+    progress_artifacts: bool = Field(default=True, description="Publish progress artifacts.")
+    faults: dict[int, int | str] = Field(
+        default_factory=dict, description="Injected faults by fold (tasks/faults.py)."
+    )
+
+    @classmethod
+    def from_execution(
+        cls, execution: ExecutionConfig, threads: int, faults: dict[int, int | str] | None = None
+    ) -> FoldRuntime:
+        """The per-fold runtime of a run: the loop settings plus this worker's share."""
+        loop = TrainingLoopConfig.model_fields
+        return cls(
+            **{name: getattr(execution, name) for name in loop},
+            threads=threads,
+            # Each Dask GPU worker sees only its own GPU, as its first device: gpu=0 picks it.
+            gpu=0 if execution.gpus else None,
+            faults=faults or {},
+        )
+
+
 class DownloadConfig(BaseModel):
     """How patiently the source is fetched."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    timeout_s: float = Field(default=30.0, gt=0)
-    max_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
-    retries: int = Field(default=3, ge=0, le=20)
-    retry_delay_s: float = Field(default=1.0, ge=0)
+    timeout_s: float = Field(default=30.0, gt=0, description="Seconds without data: give up.")
+    max_bytes: int = Field(
+        default=200 * 1024 * 1024, ge=1, description="Refuse sources larger than this."
+    )
+    retries: int = Field(default=3, ge=0, le=20, description="Retries of a failed download.")
+    retry_delay_s: float = Field(
+        default=1.0, ge=0, description="First retry delay; doubles on each later retry."
+    )
 
 
 class CVConfig(BaseModel):
@@ -150,8 +203,8 @@ class CVConfig(BaseModel):
     sha256: str | None = Field(
         default=None, pattern=r"^[0-9a-fA-F]{64}$", description="Expected sha256 of the CSV."
     )
-    folds: int = Field(default=5, ge=2, le=100)
-    shuffle: bool = True
+    folds: int = Field(default=5, ge=2, le=100, description="Number of folds (k).")
+    shuffle: bool = Field(default=True, description="Shuffle rows before splitting into folds.")
     seed: int = Field(default=42, ge=0, description="KFold random_state and per-fold seeds.")
     stratified: bool = Field(default=False, description="Use StratifiedKFold on the target.")
     model: ModelConfig = ModelConfig()
@@ -162,6 +215,9 @@ class CVConfig(BaseModel):
     execution: ExecutionConfig = ExecutionConfig()
     download: DownloadConfig = DownloadConfig()
     fold_retries: int = Field(default=2, ge=0, le=20, description="Retries of a failing fold.")
+    fold_retry_delay_s: float = Field(
+        default=2.0, ge=0, description="First fold retry delay; doubles on each later retry."
+    )
     min_folds: int | None = Field(
         default=None, ge=1, description="Write partial results if at least this many folds ran."
     )

@@ -1,24 +1,13 @@
-"""One fold per GPU: which fold runs on which device, and when (pure functions, no TensorFlow).
+"""GPU ids from the user (`--gpus`), checked; and a check that a run kept to one fold per device.
 
-A schedule places fold `i` on `devices[i % n]` in wave `i // n`: a wave holds at most one fold
-per device, so running the waves one after another (or giving each device its own queue)
-never puts two folds on one GPU at the same time. An empty device list means CPU only.
+Placing folds on GPUs is Dask's job (one worker per GPU, `GPU: 1` per fold task: see
+flows/dask_cluster.py); these are pure functions, no TensorFlow.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where and when one fold trains: `device` None is the CPU."""
-
-    fold: int
-    device: int | None
-    wave: int
 
 
 def check_devices(devices: Iterable[int]) -> list[int]:
@@ -65,45 +54,6 @@ def parse_gpus(spec: str | int | Sequence[int] | None) -> list[int] | None:
             return parse_gpus(parts[0])
         return check_devices(parts) or None
     return check_devices(spec) or None
-
-
-def assign_folds_to_devices(n_folds: int, devices: Sequence[int] | None) -> list[Placement]:
-    """Place folds 0..n_folds-1 round-robin on the devices, in waves of one fold per device.
-
-    With no devices every fold goes to the CPU in wave 0 (the CPU has no one-fold limit; the
-    number of workers bounds it instead).
-    """
-    if n_folds < 0:
-        raise ValueError(f"n_folds must be >= 0, got {n_folds}")
-    ids = check_devices(devices or [])
-    if not ids:
-        return [Placement(fold, None, 0) for fold in range(n_folds)]
-    return [Placement(fold, ids[fold % len(ids)], fold // len(ids)) for fold in range(n_folds)]
-
-
-def waves(schedule: Iterable[Placement]) -> list[list[Placement]]:
-    """The schedule grouped into waves, in order; each wave can run all at once."""
-    grouped: dict[int, list[Placement]] = defaultdict(list)
-    for placement in schedule:
-        grouped[placement.wave].append(placement)
-    return [sorted(grouped[w], key=lambda p: p.fold) for w in sorted(grouped)]
-
-
-def device_queues(schedule: Iterable[Placement]) -> dict[int | None, list[int]]:
-    """Each device's folds, in the order it trains them (None = CPU)."""
-    queues: dict[int | None, list[int]] = defaultdict(list)
-    for placement in sorted(schedule, key=lambda p: (p.wave, p.fold)):
-        queues[placement.device].append(placement.fold)
-    return dict(queues)
-
-
-def max_concurrency_per_device(schedule: Iterable[Placement]) -> int:
-    """The most folds any one GPU runs at once under the schedule (0 when CPU only)."""
-    counts: dict[tuple[int, int], int] = defaultdict(int)
-    for placement in schedule:
-        if placement.device is not None:
-            counts[(placement.wave, placement.device)] += 1
-    return max(counts.values(), default=0)
 
 
 def max_overlap(intervals: Iterable[tuple[Hashable, float, float]]) -> dict[Hashable, int]:

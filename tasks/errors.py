@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class FoldflowError(Exception):
     """Base class: every error foldflow raises on purpose derives from it."""
@@ -31,6 +33,11 @@ class FoldFailedError(FoldflowError):
     """One or more folds did not produce a result."""
 
 
+def describe_failure(error: BaseException) -> str:
+    """One line saying why a step failed: the error's type and the first line of its message."""
+    return f"{type(error).__name__}: {error}".strip().splitlines()[0][:500]
+
+
 def retry_unless_permanent(task: object, task_run: object, state: object) -> bool:
     """Prefect `retry_condition_fn`: retry anything except errors that would fail again."""
     try:
@@ -40,3 +47,18 @@ def retry_unless_permanent(task: object, task_run: object, state: object) -> boo
     except BaseException:
         return True
     return True
+
+
+def retry_options(retries: int, delay_s: float) -> dict[str, Any]:
+    """Prefect task options for `retries` attempts with exponential backoff from `delay_s`.
+
+    The numbers come from the run's config (their one definition); the backoff shape and the
+    transient/permanent rule are behaviour, declared here once for every retried task.
+    """
+    delays = [delay_s * 2**attempt for attempt in range(retries)] or 0
+    return {
+        "retries": retries,
+        "retry_delay_seconds": delays,
+        "retry_jitter_factor": 0.5 if delay_s else None,
+        "retry_condition_fn": retry_unless_permanent,
+    }

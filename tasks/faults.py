@@ -3,6 +3,8 @@
 FOLDFLOW_FAIL_FOLDS is a comma-separated list of FOLD[:HOW]. FOLD alone fails that fold on
 every attempt; FOLD:N fails its first N attempts only; FOLD:kill kills the worker process
 mid-fold (a Crashed task, as when a machine dies). Unset (the default), nothing happens.
+The flow reads it once (`fault_plan_from_env`) and the plan travels to each fold in its
+`FoldRuntime`; a fold served from the cache does not run, so nothing is injected into it.
 """
 
 from __future__ import annotations
@@ -32,9 +34,14 @@ def parse_fail_folds(spec: str) -> dict[int, int | str]:
     return plan
 
 
-def maybe_inject_fault(fold: int, attempt: int) -> None:
-    """Fail this fold now if FOLDFLOW_FAIL_FOLDS asks for it."""
-    how = parse_fail_folds(os.environ.get(FAIL_FOLDS_ENV, "")).get(fold)
+def fault_plan_from_env() -> dict[int, int | str]:
+    """The fault plan the user asked for through FOLDFLOW_FAIL_FOLDS (empty when unset)."""
+    return parse_fail_folds(os.environ.get(FAIL_FOLDS_ENV, ""))
+
+
+def maybe_inject_fault(fold: int, attempt: int, plan: dict[int, int | str]) -> None:
+    """Fail this fold now if the run's fault plan asks for it."""
+    how = plan.get(fold)
     if how is None:
         return
     if how == "kill":

@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from sklearn import metrics as skm
 
 from tasks.clean import ID, TARGET, CleanedData
-from tasks.errors import FoldFailedError, FoldflowError
+from tasks.errors import FoldFailedError, FoldflowError, describe_failure
 from tasks.folds import FoldSpec
 from tasks.logs import run_logger
 from tasks.outputs import staged_files
@@ -35,45 +35,6 @@ class PartitionError(FoldflowError):
 
 
 @dataclass(frozen=True)
-class FoldFailure:
-    """Why a fold has no result: its final state, how many attempts it had, and the error."""
-
-    fold: int
-    state: str
-    attempts: int
-    error: str
-
-    def describe(self) -> str:
-        """One line for logs, errors and the UI."""
-        return f"{self.state} after {self.attempts} attempt(s): {self.error}"
-
-
-def collect_outcome(future: Any, fold: int) -> Any:
-    """A fold future's result, or a FoldFailure saying which attempt failed and why."""
-    future.wait()  # sets the future's final state locally; the API may still lag behind
-    state = future.state
-    if state.is_completed():
-        return state.result()
-    try:
-        error = state.result(raise_on_failure=False)
-    except Exception as err:  # noqa: BLE001 - e.g. never ran: the executor's error tells why
-        wrapped = getattr(future, "wrapped_future", None)
-        error = (wrapped.exception(timeout=0) if wrapped and wrapped.done() else None) or err
-    attempts = 1
-    try:
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            attempts = client.read_task_run(future.task_run_id).run_count or 1
-    except Exception:  # noqa: BLE001 - the count is a courtesy; the error itself matters
-        pass
-    reason = describe_failure(error) if isinstance(error, BaseException) else str(state.message)
-    return FoldFailure(
-        fold=fold, state=state.name or state.type.value, attempts=attempts, error=reason
-    )
-
-
-@dataclass(frozen=True)
 class JoinOutcome:
     """What a run produced: its metrics and the files it wrote."""
 
@@ -81,15 +42,14 @@ class JoinOutcome:
     paths: dict[str, str]
 
 
-def describe_failure(error: BaseException) -> str:
-    """One line saying why a fold failed."""
-    return f"{type(error).__name__}: {error}".strip().splitlines()[0][:500]
-
-
 def split_outcomes(
     folds: list[FoldSpec], outcomes: list[Any]
 ) -> tuple[list[FoldResult], dict[int, str]]:
-    """Separate completed folds from failed ones (exceptions handed over by allow_failure)."""
+    """Separate completed folds from failed ones.
+
+    A failed fold is anything else: a failure record with `describe()` (flows/fanout.py's
+    FoldFailure), an exception, or None.
+    """
     if len(folds) != len(outcomes):
         raise PartitionError(f"expected {len(folds)} fold results, got {len(outcomes)}")
     done: list[FoldResult] = []
@@ -97,10 +57,12 @@ def split_outcomes(
     for spec, outcome in zip(folds, outcomes):
         if isinstance(outcome, FoldResult):
             done.append(outcome)
-        elif isinstance(outcome, FoldFailure):
+        elif callable(getattr(outcome, "describe", None)):
             failed[spec.index] = outcome.describe()
+        elif isinstance(outcome, BaseException):
+            failed[spec.index] = f"failed: {describe_failure(outcome)}"
         else:
-            failed[spec.index] = describe_failure(outcome) if outcome is not None else "no result"
+            failed[spec.index] = "failed: no result"
     return done, failed
 
 
@@ -247,16 +209,20 @@ def join_out_of_fold(
     logger = run_logger()
     results, failed = split_outcomes(folds, outcomes)
     for index, reason in sorted(failed.items()):
-        logger.error("fold %d failed: %s", index, reason)
+        logger.error("fold %d %s", index, reason)
     if failed:
         publish_failures(failed)
     needed = len(folds) if min_folds is None else min_folds
     if len(results) < needed:
-        names = "; ".join(f"fold {i}: {why}" for i, why in sorted(failed.items()))
-        hint = "" if min_folds else " (pass --min-folds to accept partial results)"
+        names = "; ".join(f"fold {i} {why}" for i, why in sorted(failed.items()))
+        hint = (
+            ""
+            if min_folds
+            else "; to accept partial results set min_folds (UI form) or --min-folds (CLI)"
+        )
         raise FoldFailedError(
-            f"{len(failed)} of {len(folds)} folds failed, {len(results)} done, "
-            f"{needed} needed{hint} — {names}"
+            f"{names} — {len(failed)} of {len(folds)} folds failed, {len(results)} done, "
+            f"{needed} needed{hint}"
         )
 
     frame = pd.read_parquet(data.path, columns=[ID, TARGET])

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 
 @dataclass
 class RateLimiter:
@@ -98,25 +96,8 @@ class ProgressReporter:
             )
             self._sender.start()
 
-    def validate(self, model: Any, x_test: Any, y_test: Any, epoch: int) -> dict[str, float]:
-        """Score the test fold now (opt-in `--validate-every`), for learning curves."""
-        probs = np.clip(np.asarray(model(x_test, training=False)), 1e-7, 1.0)
-        scores = {
-            "val_loss": float(-(y_test * np.log(probs)).sum(axis=1).mean()),
-            "val_accuracy": float((probs.argmax(1) == y_test.argmax(1)).mean()),
-        }
+    def record_validation(self, epoch: int, scores: dict[str, float]) -> None:
+        """Keep the test-fold scores of this epoch for the learning curves."""
         self.validation_history.setdefault("val_epoch", []).append(float(epoch))
-        for key, value in scores.items():
-            self.validation_history.setdefault(key, []).append(value)
-        return scores
-
-
-def track_folds_done(futures: list[Any]) -> None:
-    """Wait for the fold futures, showing folds done / total as a progress artifact."""
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
-    from prefect.futures import as_completed
-
-    total = len(futures)
-    artifact = create_progress_artifact(0.0, key="folds-done", description=f"folds done / {total}")
-    for done, _ in enumerate(as_completed(futures), start=1):
-        update_progress_artifact(artifact, 100.0 * done / total)
+        for key in ("val_loss", "val_accuracy"):
+            self.validation_history.setdefault(key, []).append(scores[key])

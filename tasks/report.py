@@ -1,4 +1,4 @@
-"""Human-readable summaries of a run: Prefect artifacts and the terminal summary."""
+"""Human-readable summaries of a finished run for the Prefect UI: markdown, tables, failures."""
 
 from __future__ import annotations
 
@@ -82,20 +82,6 @@ def render_summary(metrics: dict[str, Any], paths: dict[str, str]) -> str:
     lines += ["", "## Files", ""]
     lines += [f"- {name}: `{path}`" for name, path in paths.items()]
     return "\n".join(lines) + "\n"
-
-
-def label_flow_run(name: str, tags: list[str]) -> None:
-    """Name the running flow run after its data and config, and tag it, so the UI says what ran."""
-    from prefect.client.orchestration import get_client
-    from prefect.context import FlowRunContext
-
-    ctx = FlowRunContext.get()
-    if ctx is None or ctx.flow_run is None:
-        return
-    with get_client(sync_client=True) as client:
-        client.update_flow_run(
-            ctx.flow_run.id, name=name, tags=sorted({*(ctx.flow_run.tags or []), *tags})
-        )
 
 
 def _in_run() -> bool:

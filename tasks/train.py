@@ -14,28 +14,15 @@ from typing import Any
 
 import numpy as np
 from prefect import task
-from prefect.tasks import exponential_backoff
 
 from tasks.clean import CleanedData, load_xy
-from tasks.config import TRAINING_CODE_VERSION, ModelConfig, stable_hash
+from tasks.config import TRAINING_CODE_VERSION, FoldRuntime, ModelConfig, stable_hash
 from tasks.errors import retry_unless_permanent
 from tasks.faults import maybe_inject_fault
 from tasks.folds import FoldSpec
 from tasks.logs import current_attempt, run_logger
 from tasks.loop import GraphTrainer, epoch_batches
 from tasks.progress import ProgressReporter
-
-
-@dataclass(frozen=True)
-class FoldRuntime:
-    """How a fold runs on its worker; it never changes the fold's numbers."""
-
-    threads: int = 1
-    gpu: int | None = None
-    xla: bool = True
-    log_every: int = 50
-    validate_every: int = 0
-    progress_artifacts: bool = True
 
 
 @dataclass(frozen=True)
@@ -190,18 +177,25 @@ def build_model(n_features: int, n_classes: int, cfg: ModelConfig, seed: int):
     return model
 
 
+def score_test_fold(model: Any, x_test: np.ndarray, y_test: np.ndarray) -> dict[str, float]:
+    """Loss and accuracy on the test fold mid-training (opt-in `--validate-every`), for curves."""
+    probs = np.clip(np.asarray(model(x_test, training=False)), 1e-7, 1.0)
+    return {
+        "val_loss": float(-(y_test * np.log(probs)).sum(axis=1).mean()),
+        "val_accuracy": float((probs.argmax(1) == y_test.argmax(1)).mean()),
+    }
+
+
 @lru_cache(maxsize=4)
 def _cached_xy(data: CleanedData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read the cleaned table once per worker process, however many folds it trains."""
     return load_xy(data)
 
 
+# Retries come from the run's config (`retry_options`, applied in flows/fanout.py).
 @task(
     name="train-fold",
-    task_run_name="fold-{fold.index}{label}",
-    retries=2,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
+    task_run_name="fold-{fold.index}",
     retry_condition_fn=retry_unless_permanent,
     cache_key_fn=fold_cache_key,
     persist_result=True,
@@ -213,12 +207,11 @@ def train_fold(
     model: ModelConfig,
     seed: int,
     runtime: FoldRuntime = FoldRuntime(),
-    label: str = "",
 ) -> FoldResult:
     """Train one fold independently so folds can run anywhere, be retried and be cached."""
     logger = run_logger()
     attempt, _ = current_attempt()
-    maybe_inject_fault(fold.index, attempt)
+    maybe_inject_fault(fold.index, attempt, runtime.faults)
     tf = import_tensorflow(runtime.threads, runtime.gpu)
     import keras
 
@@ -251,7 +244,8 @@ def train_fold(
         batches = epoch_batches(len(x_train), model.batch_size, span, shuffles)
         logs = {"loss": trainer.train(*batches)}
         if runtime.validate_every and done % runtime.validate_every == 0:
-            logs.update(progress.validate(net, x_test, y_test, done))
+            logs.update(score_test_fold(net, x_test, y_test))
+            progress.record_validation(done, logs)
         history["epoch"].append(float(done))
         history["loss"].append(logs["loss"])
         progress.on_epoch(done, logs)

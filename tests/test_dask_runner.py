@@ -25,11 +25,11 @@ from prefect_dask import DaskTaskRunner
 from flows.dask_cluster import (
     cluster_gpu_slots,
     dask_task_runner,
-    fold_resources,
     gpu_resource_annotation,
     gpu_worker_specs,
     local_cluster_kwargs,
 )
+from flows.fanout import fold_resources, make_task_runner
 from tasks.config import BUNDLED_DATA, CVConfig, ExecutionConfig, ModelConfig
 from tasks.devices import max_overlap
 
@@ -113,15 +113,18 @@ def _in_process_cluster(**resources: int) -> LocalCluster:
     )
 
 
-def test_fold_resources_asks_for_a_gpu_only_on_dask_with_gpus():
-    for execution in (ExecutionConfig(runner="process", gpus=[0]), ExecutionConfig(runner="dask")):
+def test_fold_resources_asks_for_a_gpu_whenever_gpus_are_given():
+    """--gpus means Dask whatever the runner says: every fold task asks for one GPU."""
+    for execution in (ExecutionConfig(runner="process"), ExecutionConfig(runner="dask")):
         with fold_resources(execution, runner=SimpleNamespace()):
             assert dask.get_annotations() == {}
     with _in_process_cluster(GPU=1) as cluster, Client(cluster) as client:
-        with fold_resources(
-            ExecutionConfig(runner="dask", gpus=[0]), SimpleNamespace(client=client)
-        ):
-            assert dask.get_annotations() == {"resources": {"GPU": 1}}
+        for runner in ("process", "thread", "dask"):
+            execution = ExecutionConfig(runner=runner, gpus=[0])
+            assert execution.uses_dask()
+            assert isinstance(make_task_runner(execution, 1), DaskTaskRunner)
+            with fold_resources(execution, SimpleNamespace(client=client)):
+                assert dask.get_annotations() == {"resources": {"GPU": 1}}
     assert dask.get_annotations() == {}
 
 

@@ -46,7 +46,8 @@ def test_a_failed_fold_fails_the_flow_and_names_the_fold(tmp_path, monkeypatch):
     config = small_config(tmp_path, execution=ExecutionConfig(runner="thread", workers=1))
     state = cross_validate(config, return_state=True)
     assert state.is_failed()
-    with pytest.raises(Exception, match=r"fold 2: Failed after 1 attempt\(s\): InjectedFault"):
+    assert state.message.startswith("fold 2 failed after 1 attempt: InjectedFault")
+    with pytest.raises(Exception, match=r"fold 2 failed after 1 attempt: InjectedFault"):
         state.result()
     assert not (tmp_path / "out" / "metrics.json").exists()
 

@@ -84,7 +84,7 @@ def test_failed_fold_fails_the_join_by_default_and_partial_is_opt_in(tmp_path):
     data, ids, _ = make_data(tmp_path)
     folds = split_folds(len(ids), 3, shuffle=True, seed=3)
     outcomes = [encoded_result(folds[0], ids), RuntimeError("boom"), encoded_result(folds[2], ids)]
-    with pytest.raises(FoldFailedError, match="fold 2: RuntimeError: boom"):
+    with pytest.raises(FoldFailedError, match="^fold 2 failed: RuntimeError: boom"):
         join_out_of_fold.fn(data, folds, outcomes, str(tmp_path / "out"), {})
     outcome = join_out_of_fold.fn(data, folds, outcomes, str(tmp_path / "out"), {}, min_folds=2)
     assert outcome.metrics["partial"] is True and outcome.metrics["missing_folds"] == [2]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from tasks.clean import clean_to_parquet
-from tasks.config import BUNDLED_DATA, ModelConfig
+from tasks.config import BUNDLED_DATA, FoldRuntime, ModelConfig
 from tasks.folds import split_folds
-from tasks.train import FoldRuntime, build_model, epochs_per_call, fold_cache_key, train_fold
+from tasks.train import build_model, epochs_per_call, fold_cache_key, train_fold
 
 
 @pytest.mark.parametrize(
