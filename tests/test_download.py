@@ -6,6 +6,7 @@ import hashlib
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import httpx
@@ -13,13 +14,21 @@ import pytest
 from prefect import flow
 from prefect.states import Completed, Failed
 
-from tasks.download import RawData, _http_chunks, download_csv
+from tasks.config import DownloadConfig
+from tasks.download import RawData, _http_chunks, download_csv, retry_options
 from tasks.errors import DownloadError, TransientDownloadError, retry_unless_permanent
 from tests.loopback_http import Reply, serve
 
 CSV = b"id,x,y\n1,0.5,a\n2,1.5,b\n"
 CSV_SHA = hashlib.sha256(CSV).hexdigest()
 HTML = b"  \n<!DOCTYPE html>\n<html><body>Please log in</body></html>\n"
+DEFAULTS = DownloadConfig()
+
+
+def fetch(source: str, dest_dir: str, **overrides: Any) -> RawData:
+    """Run the task body with the config's limits (the only place they have defaults)."""
+    limits = {"timeout_s": DEFAULTS.timeout_s, "max_bytes": DEFAULTS.max_bytes, **overrides}
+    return download_csv.fn(source, dest_dir, **limits)
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +68,7 @@ def _free_port() -> int:
 
 def test_http_success_stores_file_named_by_sha(dest: Path) -> None:
     with serve({"/data.csv": Reply(body=CSV)}) as base:
-        raw = download_csv.fn(f"{base}/data.csv", str(dest))
+        raw = fetch(f"{base}/data.csv", str(dest))
         assert base.hits["/data.csv"] == 1
     assert raw == RawData(
         path=str(dest / f"{CSV_SHA}.csv"),
@@ -75,14 +84,14 @@ def test_http_success_stores_file_named_by_sha(dest: Path) -> None:
 def test_http_follows_redirect_and_accepts_matching_sha(dest: Path) -> None:
     routes = {"/old.csv": Reply(302, headers={"Location": "/new.csv"}), "/new.csv": Reply(body=CSV)}
     with serve(routes) as base:
-        raw = download_csv.fn(f"{base}/old.csv", str(dest), expected_sha256=CSV_SHA.upper())
+        raw = fetch(f"{base}/old.csv", str(dest), expected_sha256=CSV_SHA.upper())
     assert raw.sha256 == CSV_SHA
     assert _files(dest) == [f"{CSV_SHA}.csv"]
 
 
 def test_empty_body_is_returned_not_rejected(dest: Path) -> None:
     with serve({"/empty.csv": Reply(body=b"")}) as base:
-        raw = download_csv.fn(f"{base}/empty.csv", str(dest))
+        raw = fetch(f"{base}/empty.csv", str(dest))
     assert raw.n_bytes == 0
     assert raw.sha256 == hashlib.sha256(b"").hexdigest()
 
@@ -90,7 +99,7 @@ def test_empty_body_is_returned_not_rejected(dest: Path) -> None:
 def test_local_path_is_hashed_in_place(tmp_path: Path, dest: Path) -> None:
     src = tmp_path / "local.csv"
     src.write_bytes(CSV)
-    raw = download_csv.fn(str(src), str(dest))
+    raw = fetch(str(src), str(dest))
     assert raw == RawData(path=str(src), sha256=CSV_SHA, source=str(src), n_bytes=len(CSV))
     assert not dest.exists()  # nothing copied
 
@@ -98,7 +107,7 @@ def test_local_path_is_hashed_in_place(tmp_path: Path, dest: Path) -> None:
 def test_file_url_is_hashed_in_place(tmp_path: Path, dest: Path) -> None:
     src = tmp_path / "local.csv"
     src.write_bytes(CSV)
-    raw = download_csv.fn(src.as_uri(), str(dest))
+    raw = fetch(src.as_uri(), str(dest))
     assert raw.path == str(src)
     assert raw.sha256 == CSV_SHA
     assert raw.source == src.as_uri()
@@ -109,7 +118,7 @@ def test_other_fsspec_url_is_streamed_into_dest(dest: Path) -> None:
     url = "memory://foldflow-test/data.csv"
     with fsspec.open(url, "wb") as fh:
         fh.write(CSV)
-    raw = download_csv.fn(url, str(dest))
+    raw = fetch(url, str(dest))
     assert raw.path == str(dest / f"{CSV_SHA}.csv")
     assert Path(raw.path).read_bytes() == CSV
 
@@ -121,7 +130,7 @@ def test_http_404_is_permanent_and_leaves_nothing(dest: Path) -> None:
     with serve({}) as base:
         url = f"{base}/missing.csv"
         with pytest.raises(DownloadError, match="404") as excinfo:
-            download_csv.fn(url, str(dest))
+            fetch(url, str(dest))
     assert url in str(excinfo.value)
     assert not isinstance(excinfo.value, TransientDownloadError)
     assert _files(dest) == []
@@ -133,7 +142,7 @@ def test_html_content_type_at_200_is_rejected(dest: Path) -> None:
         serve({"/page": reply}) as base,
         pytest.raises(DownloadError, match="served an HTML page, expected CSV"),
     ):
-        download_csv.fn(f"{base}/page", str(dest))
+        fetch(f"{base}/page", str(dest))
     assert _files(dest) == []
 
 
@@ -142,7 +151,7 @@ def test_html_body_with_csv_content_type_is_rejected(dest: Path) -> None:
         serve({"/page.csv": Reply(body=HTML)}) as base,
         pytest.raises(DownloadError, match="served an HTML page, expected CSV"),
     ):
-        download_csv.fn(f"{base}/page.csv", str(dest))
+        fetch(f"{base}/page.csv", str(dest))
     assert _files(dest) == []
 
 
@@ -154,7 +163,7 @@ def test_size_cap_over_http_stops_and_leaves_nothing(dest: Path, omit_length: bo
         serve({"/big.csv": Reply(body=big, omit_length=omit_length)}) as base,
         pytest.raises(DownloadError, match="max_bytes=1000") as excinfo,
     ):
-        download_csv.fn(f"{base}/big.csv", str(dest), max_bytes=1000)
+        fetch(f"{base}/big.csv", str(dest), max_bytes=1000)
     assert f"{base}/big.csv" in str(excinfo.value)
     assert _files(dest) == []
 
@@ -163,7 +172,7 @@ def test_size_cap_applies_to_local_files(tmp_path: Path, dest: Path) -> None:
     src = tmp_path / "local.csv"
     src.write_bytes(CSV)
     with pytest.raises(DownloadError, match="max_bytes=10"):
-        download_csv.fn(str(src), str(dest), max_bytes=10)
+        fetch(str(src), str(dest), max_bytes=10)
 
 
 def test_sha_mismatch_over_http_names_both_hashes(dest: Path) -> None:
@@ -172,7 +181,7 @@ def test_sha_mismatch_over_http_names_both_hashes(dest: Path) -> None:
         serve({"/data.csv": Reply(body=CSV)}) as base,
         pytest.raises(DownloadError) as excinfo,
     ):
-        download_csv.fn(f"{base}/data.csv", str(dest), expected_sha256=wrong)
+        fetch(f"{base}/data.csv", str(dest), expected_sha256=wrong)
     assert wrong in str(excinfo.value) and CSV_SHA in str(excinfo.value)
     assert _files(dest) == []
 
@@ -181,15 +190,15 @@ def test_sha_mismatch_applies_to_local_files(tmp_path: Path, dest: Path) -> None
     src = tmp_path / "local.csv"
     src.write_bytes(CSV)
     with pytest.raises(DownloadError, match=f"expected {'f' * 64}, got {CSV_SHA}"):
-        download_csv.fn(str(src), str(dest), expected_sha256="f" * 64)
+        fetch(str(src), str(dest), expected_sha256="f" * 64)
 
 
 def test_missing_local_file_names_the_path(tmp_path: Path, dest: Path) -> None:
     missing = tmp_path / "nope.csv"
     with pytest.raises(DownloadError, match=str(missing)):
-        download_csv.fn(str(missing), str(dest))
+        fetch(str(missing), str(dest))
     with pytest.raises(DownloadError, match="not a regular file"):
-        download_csv.fn(str(tmp_path), str(dest))
+        fetch(str(tmp_path), str(dest))
 
 
 # --- transient failures --------------------------------------------------------------------
@@ -200,7 +209,7 @@ def test_truncated_body_is_transient_and_leaves_nothing(dest: Path) -> None:
         serve({"/short.csv": Reply(body=b"id,x\n1,2\n3,", content_length=1000)}) as base,
         pytest.raises(TransientDownloadError) as excinfo,
     ):
-        download_csv.fn(f"{base}/short.csv", str(dest))
+        fetch(f"{base}/short.csv", str(dest))
     assert f"{base}/short.csv" in str(excinfo.value)
     assert _files(dest) == []
 
@@ -217,7 +226,7 @@ def test_stalled_server_times_out_as_transient(dest: Path, reply: Reply) -> None
         serve({"/slow.csv": reply}) as base,
         pytest.raises(TransientDownloadError, match="timed out") as excinfo,
     ):
-        download_csv.fn(f"{base}/slow.csv", str(dest), timeout_s=0.5)
+        fetch(f"{base}/slow.csv", str(dest), timeout_s=0.5)
     assert f"{base}/slow.csv" in str(excinfo.value)
     assert _files(dest) == []
 
@@ -228,7 +237,7 @@ def test_5xx_and_429_are_transient(dest: Path, status: int) -> None:
         serve({"/data.csv": Reply(status, b"busy")}) as base,
         pytest.raises(TransientDownloadError, match=f"HTTP {status}"),
     ):
-        download_csv.fn(f"{base}/data.csv", str(dest))
+        fetch(f"{base}/data.csv", str(dest))
     assert _files(dest) == []
 
 
@@ -237,13 +246,13 @@ def test_dropped_connection_is_transient(dest: Path) -> None:
         serve({"/data.csv": Reply(drop=True)}) as base,
         pytest.raises(TransientDownloadError),
     ):
-        download_csv.fn(f"{base}/data.csv", str(dest))
+        fetch(f"{base}/data.csv", str(dest))
 
 
 def test_connection_refused_is_transient(dest: Path) -> None:
     url = f"http://127.0.0.1:{_free_port()}/data.csv"
     with pytest.raises(TransientDownloadError, match=url):
-        download_csv.fn(url, str(dest), timeout_s=2)
+        fetch(url, str(dest), timeout_s=2)
     assert _files(dest) == []
 
 
@@ -262,7 +271,8 @@ def test_retry_condition_stops_on_permanent_and_retries_transient() -> None:
 @flow
 def _download_flow(url: str, dest_dir: str) -> RawData:
     """Smallest flow that runs the real task, retries included, without waiting between tries."""
-    return download_csv.with_options(retry_delay_seconds=0)(url, dest_dir)
+    download = download_csv.with_options(**retry_options(DEFAULTS.retries, 0))
+    return download(url, dest_dir, timeout_s=DEFAULTS.timeout_s, max_bytes=DEFAULTS.max_bytes)
 
 
 def test_flow_retries_transient_500_then_succeeds(dest: Path) -> None:
