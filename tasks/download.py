@@ -21,7 +21,7 @@ from prefect.tasks import exponential_backoff
 from tasks.errors import DownloadError, TransientDownloadError, retry_unless_permanent
 from tasks.logs import current_attempt, run_logger
 from tasks.outputs import set_normal_mode
-from tasks.redact import redact_source, redact_text
+from tasks.redact import redact_library_logs, redact_source, redact_text
 
 CHUNK_SIZE = 1024 * 1024
 _HTML_SNIFF_BYTES = 1024
@@ -37,6 +37,11 @@ _MAGIC = (
 )
 _FORMAT_SUFFIX = {"gzip": ".csv.gz", "zip": ".zip", "parquet": ".parquet"}
 _TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
+
+# httpx logs every request's full URL at INFO (user-info and signed query included); the
+# fsspec core may log URLs too. Mask them at the source, for every handler (a filter on a
+# logger covers only records logged by that very logger, not its children).
+redact_library_logs("httpx", "fsspec")
 
 
 @dataclass(frozen=True)

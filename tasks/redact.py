@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import unquote, unquote_plus, urlsplit
 
@@ -127,4 +128,34 @@ def redact_text(message: str, source: str) -> str:
     return redact_source(text)
 
 
-__all__: list[str] = ["MASK", "SECRET_PARAMS", "redact_source", "redact_text"]
+class RedactURLs(logging.Filter):
+    """Logging filter that masks credentials in any URL a record's message holds.
+
+    Libraries log the URLs they fetch (httpx logs each request at INFO), secrets included.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record in place when its message holds a secret; never drop it."""
+        message = record.getMessage()
+        safe = redact_source(message)
+        if safe != message:
+            record.msg, record.args = safe, None
+        return True
+
+
+def redact_library_logs(*names: str) -> None:
+    """Attach RedactURLs to the named loggers (once each), so their records are safe to ship."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactURLs) for f in logger.filters):
+            logger.addFilter(RedactURLs())
+
+
+__all__: list[str] = [
+    "MASK",
+    "SECRET_PARAMS",
+    "RedactURLs",
+    "redact_library_logs",
+    "redact_source",
+    "redact_text",
+]
