@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import inspect
+import io
 import os
 import socket
+import stat
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +20,14 @@ from prefect import flow
 from prefect.states import Completed, Failed
 
 from tasks.config import DownloadConfig
-from tasks.download import RawData, _http_chunks, download_csv, retry_options
+from tasks.download import (
+    MAX_RETRY_DELAY_S,
+    RawData,
+    _http_chunks,
+    download_csv,
+    retry_options,
+    sniff_format,
+)
 from tasks.errors import DownloadError, TransientDownloadError, retry_unless_permanent
 from tests.loopback_http import Reply, serve
 
@@ -300,3 +312,102 @@ def test_short_body_check_does_not_rely_on_httpx() -> None:
     )
     with pytest.raises(TransientDownloadError, match="body ended after 3 bytes"):
         list(_http_chunks("http://example.invalid/x.csv", response, 1000))
+
+
+# --- stored name follows the content --------------------------------------------------------
+
+
+def test_sniff_format_by_magic_bytes() -> None:
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("data.csv", CSV)
+    assert sniff_format(gzip.compress(CSV)) == "gzip"
+    assert sniff_format(zipped.getvalue()) == "zip"
+    assert sniff_format(b"PAR1\x15\x04") == "parquet"
+    assert sniff_format(CSV) is None
+    assert sniff_format(b"") is None
+    assert sniff_format(b"\x1f") is None  # too short to be sure
+
+
+@pytest.mark.parametrize("route", ["/data.csv.gz", "/export"], ids=["csv-gz-url", "no-extension"])
+def test_gzip_body_is_stored_as_csv_gz(dest: Path, route: str) -> None:
+    body = gzip.compress(CSV)
+    reply = Reply(body=body, headers={"Content-Type": "application/gzip"})
+    with serve({route: reply}) as base:
+        raw = fetch(f"{base}{route}", str(dest))
+    sha = hashlib.sha256(body).hexdigest()
+    assert raw.path == str(dest / f"{sha}.csv.gz")
+    assert raw.sha256 == sha
+    assert gzip.decompress(Path(raw.path).read_bytes()) == CSV
+    assert _files(dest) == [f"{sha}.csv.gz"]
+
+
+@pytest.mark.parametrize(
+    ("route", "suffix"),
+    [("/a.TSV", ".tsv"), ("/a.txt", ".txt"), ("/a.csv.gz", ".csv"), ("/download", ".csv")],
+)
+def test_plain_body_keeps_a_text_suffix_from_the_url(dest: Path, route: str, suffix: str) -> None:
+    # A .csv.gz URL whose body is plain text (the server decompressed it) is stored as .csv.
+    with serve({route: Reply(body=CSV)}) as base:
+        raw = fetch(f"{base}{route}?v=1", str(dest))
+    assert _files(dest) == [f"{CSV_SHA}{suffix}"]
+    assert raw.path == str(dest / f"{CSV_SHA}{suffix}")
+
+
+def test_zip_over_fsspec_is_stored_as_zip(dest: Path) -> None:
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("data.csv", CSV)
+    url = "memory://foldflow-test/archive"
+    with fsspec.open(url, "wb") as fh:
+        fh.write(zipped.getvalue())
+    raw = fetch(url, str(dest))
+    assert raw.path.endswith(".zip")
+    with zipfile.ZipFile(raw.path) as archive:
+        assert archive.read("data.csv") == CSV
+
+
+def test_stored_download_respects_umask(dest: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        with serve({"/data.csv": Reply(body=CSV)}) as base:
+            raw = fetch(f"{base}/data.csv", str(dest))
+    finally:
+        os.umask(old)
+    assert stat.filemode(os.stat(raw.path).st_mode) == "-rw-r--r--"
+
+
+# --- retries: declared once, in the config ---------------------------------------------------
+
+
+def test_download_task_declares_no_retry_numbers_and_no_limits() -> None:
+    assert download_csv.retries == 0
+    assert download_csv.retry_condition_fn is not None
+    params = inspect.signature(download_csv.fn).parameters
+    for name in ("timeout_s", "max_bytes"):
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
+        assert params[name].default is inspect.Parameter.empty
+
+
+def test_retry_options_back_off_exponentially_with_a_cap() -> None:
+    assert retry_options(3, 1.0) == {
+        "retries": 3,
+        "retry_delay_seconds": [1.0, 2.0, 4.0],
+        "retry_jitter_factor": 0.5,
+    }
+    assert retry_options(3, 0)["retry_delay_seconds"] == [0.0, 0.0, 0.0]  # retry at once
+    assert retry_options(0, 5)["retry_delay_seconds"] == []
+    delays = retry_options(20, 1.0)["retry_delay_seconds"]
+    assert len(delays) == 20 and max(delays) == MAX_RETRY_DELAY_S
+    assert retry_options(2, 600)["retry_delay_seconds"] == [600.0, 600.0]  # asked for: kept
+    with pytest.raises(ValueError, match="must be >= 0"):
+        retry_options(-1, 1)
+
+
+def test_retry_options_apply_to_the_prefect_task() -> None:
+    config = DownloadConfig(retries=4, retry_delay_s=0.5)
+    task = download_csv.with_options(**retry_options(config.retries, config.retry_delay_s))
+    assert task.retries == 4
+    assert task.retry_delay_seconds == [0.5, 1.0, 2.0, 4.0]
+    assert task.retry_jitter_factor == 0.5
+    assert task.retry_condition_fn is download_csv.retry_condition_fn
