@@ -8,10 +8,40 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from prefect import task
 
 from tasks.errors import PermanentError
+
+
+def _umask_by_swapping() -> int:
+    """Read the umask the only portable way (set, then restore): not thread-safe, so run once."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+# Read at import, while no other foldflow thread writes files; used where /proc is missing.
+_UMASK_AT_IMPORT = _umask_by_swapping()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux /proc), else the value at import."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _UMASK_AT_IMPORT
+
+
+def set_normal_mode(path: str | os.PathLike[str]) -> None:
+    """Give a finished temp file the mode a plain open() would (mkstemp makes it owner-only)."""
+    os.chmod(path, 0o666 & ~current_umask())
 
 
 def temp_sibling(path: Path) -> Path:
@@ -46,6 +76,8 @@ def staged_files(*paths: Path) -> Iterator[list[Path]]:
     replaced: list[tuple[Path, Path | None]] = []
     try:
         yield temps
+        for tmp in temps:
+            set_normal_mode(tmp)
         for tmp, final in zip(temps, paths):
             replaced.append((final, _backup(final)))
             os.replace(tmp, final)
@@ -70,17 +102,53 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         write(tmp)
 
 
+def _probe_writable(path: Path) -> None:
+    """Create `path` if needed and a file in it, so a folder we cannot use fails before any work."""
+    path.mkdir(parents=True, exist_ok=True)
+    probe = temp_sibling(path / "probe")
+    probe.unlink()
+
+
+def _local_dir(folder: str) -> Path | None:
+    """The local path of a folder or file:// URL, None for a remote fsspec URL (s3://, gs://)."""
+    parts = urlsplit(folder)
+    if parts.scheme == "file":
+        return Path(url2pathname(parts.path)).expanduser().resolve()
+    if parts.scheme == "" or len(parts.scheme) == 1:  # a single letter is a Windows drive
+        return Path(folder).expanduser().resolve()
+    return None
+
+
 @task(name="check-output-dir", task_run_name="check-output-dir")
 def check_output_dir(output_dir: str) -> str:
     """Fail before any training if results could not be written."""
     path = Path(output_dir).expanduser().resolve()
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = temp_sibling(path / "probe")
-        probe.unlink()
+        _probe_writable(path)
     except OSError as err:
         raise PermanentError(
             f"output folder {path} is not writable ({err.strerror or err}); "
             "choose another with --output-dir"
+        ) from err
+    return str(path)
+
+
+@task(name="check-cache-dir", task_run_name="check-cache-dir")
+def check_cache_dir(cache_dir: str) -> str:
+    """Fail before any work if the cache could not be written: nothing would be reused.
+
+    Returns the resolved local path, or a remote fsspec URL unchanged (not probed: that would
+    need credentials and network before the run even starts).
+    """
+    path = _local_dir(cache_dir)
+    if path is None:
+        return cache_dir
+    try:
+        _probe_writable(path)
+    except OSError as err:
+        raise PermanentError(
+            f"cache folder {path} is not writable ({err.strerror or err}), so downloads, "
+            "cleaned data and fold results would not be saved or reused; "
+            "choose another with --cache-dir"
         ) from err
     return str(path)

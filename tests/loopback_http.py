@@ -13,10 +13,13 @@ A route maps a path (query string ignored) to a behaviour, chosen per request:
 * a callable ``(hit_index) -> Reply``: anything else (hit_index counts from 0).
 
 Unknown paths get a plain-text 404. Every request is counted in ``base.hits`` (a Counter).
+``serve(routes, basic_auth=("user", "password"))`` answers 401 to any request without those
+HTTP basic-auth credentials (counted in ``base.hits`` like any other request).
 """
 
 from __future__ import annotations
 
+import base64
 import sys
 import threading
 from collections import Counter
@@ -61,6 +64,11 @@ class Reply:
 Behaviour = Reply | Sequence[Reply] | Callable[[int], Reply]
 
 _NOT_FOUND = Reply(404, b"not found\n", {"Content-Type": "text/plain"})
+_UNAUTHORIZED = Reply(
+    401,
+    b"credentials required\n",
+    {"Content-Type": "text/plain", "WWW-Authenticate": 'Basic realm="foldflow-test"'},
+)
 
 
 class BaseURL(str):
@@ -80,10 +88,17 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, routes: Mapping[str, Behaviour]) -> None:
+    def __init__(
+        self, routes: Mapping[str, Behaviour], basic_auth: tuple[str, str] | None = None
+    ) -> None:
         """Bind 127.0.0.1 on a free port: tests must never listen on a public interface."""
         super().__init__(("127.0.0.1", 0), _Handler)
         self.routes = dict(routes)
+        self.authorization = (
+            None
+            if basic_auth is None
+            else "Basic " + base64.b64encode(":".join(basic_auth).encode()).decode("ascii")
+        )
         self.hits: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -117,6 +132,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         """Send the scripted reply, honouring delays, stalls, drops and false Content-Length."""
         reply = self.server.reply_for(urlsplit(self.path).path)
+        wanted = self.server.authorization
+        if wanted is not None and self.headers.get("Authorization") != wanted:
+            reply = _UNAUTHORIZED
         stopping = self.server.stopping
         if reply.delay_s and stopping.wait(reply.delay_s):
             return
@@ -146,9 +164,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serve(routes: Mapping[str, Behaviour]) -> Iterator[BaseURL]:
+def serve(
+    routes: Mapping[str, Behaviour], basic_auth: tuple[str, str] | None = None
+) -> Iterator[BaseURL]:
     """Run a loopback server for the duration of the block and always shut it down."""
-    server = _Server(routes)
+    server = _Server(routes, basic_auth)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     )

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import inspect
+import io
 import os
 import socket
+import stat
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import httpx
@@ -13,13 +19,28 @@ import pytest
 from prefect import flow
 from prefect.states import Completed, Failed
 
-from tasks.download import RawData, _http_chunks, download_csv
+from tasks.config import DownloadConfig
+from tasks.download import (
+    MAX_RETRY_DELAY_S,
+    RawData,
+    _http_chunks,
+    download_csv,
+    retry_options,
+    sniff_format,
+)
 from tasks.errors import DownloadError, TransientDownloadError, retry_unless_permanent
 from tests.loopback_http import Reply, serve
 
 CSV = b"id,x,y\n1,0.5,a\n2,1.5,b\n"
 CSV_SHA = hashlib.sha256(CSV).hexdigest()
 HTML = b"  \n<!DOCTYPE html>\n<html><body>Please log in</body></html>\n"
+DEFAULTS = DownloadConfig()
+
+
+def fetch(source: str, dest_dir: str, **overrides: Any) -> RawData:
+    """Run the task body with the config's limits (the only place they have defaults)."""
+    limits = {"timeout_s": DEFAULTS.timeout_s, "max_bytes": DEFAULTS.max_bytes, **overrides}
+    return download_csv.fn(source, dest_dir, **limits)
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +80,7 @@ def _free_port() -> int:
 
 def test_http_success_stores_file_named_by_sha(dest: Path) -> None:
     with serve({"/data.csv": Reply(body=CSV)}) as base:
-        raw = download_csv.fn(f"{base}/data.csv", str(dest))
+        raw = fetch(f"{base}/data.csv", str(dest))
         assert base.hits["/data.csv"] == 1
     assert raw == RawData(
         path=str(dest / f"{CSV_SHA}.csv"),
@@ -75,14 +96,14 @@ def test_http_success_stores_file_named_by_sha(dest: Path) -> None:
 def test_http_follows_redirect_and_accepts_matching_sha(dest: Path) -> None:
     routes = {"/old.csv": Reply(302, headers={"Location": "/new.csv"}), "/new.csv": Reply(body=CSV)}
     with serve(routes) as base:
-        raw = download_csv.fn(f"{base}/old.csv", str(dest), expected_sha256=CSV_SHA.upper())
+        raw = fetch(f"{base}/old.csv", str(dest), expected_sha256=CSV_SHA.upper())
     assert raw.sha256 == CSV_SHA
     assert _files(dest) == [f"{CSV_SHA}.csv"]
 
 
 def test_empty_body_is_returned_not_rejected(dest: Path) -> None:
     with serve({"/empty.csv": Reply(body=b"")}) as base:
-        raw = download_csv.fn(f"{base}/empty.csv", str(dest))
+        raw = fetch(f"{base}/empty.csv", str(dest))
     assert raw.n_bytes == 0
     assert raw.sha256 == hashlib.sha256(b"").hexdigest()
 
@@ -90,7 +111,7 @@ def test_empty_body_is_returned_not_rejected(dest: Path) -> None:
 def test_local_path_is_hashed_in_place(tmp_path: Path, dest: Path) -> None:
     src = tmp_path / "local.csv"
     src.write_bytes(CSV)
-    raw = download_csv.fn(str(src), str(dest))
+    raw = fetch(str(src), str(dest))
     assert raw == RawData(path=str(src), sha256=CSV_SHA, source=str(src), n_bytes=len(CSV))
     assert not dest.exists()  # nothing copied
 
@@ -98,7 +119,7 @@ def test_local_path_is_hashed_in_place(tmp_path: Path, dest: Path) -> None:
 def test_file_url_is_hashed_in_place(tmp_path: Path, dest: Path) -> None:
     src = tmp_path / "local.csv"
     src.write_bytes(CSV)
-    raw = download_csv.fn(src.as_uri(), str(dest))
+    raw = fetch(src.as_uri(), str(dest))
     assert raw.path == str(src)
     assert raw.sha256 == CSV_SHA
     assert raw.source == src.as_uri()
@@ -109,7 +130,7 @@ def test_other_fsspec_url_is_streamed_into_dest(dest: Path) -> None:
     url = "memory://foldflow-test/data.csv"
     with fsspec.open(url, "wb") as fh:
         fh.write(CSV)
-    raw = download_csv.fn(url, str(dest))
+    raw = fetch(url, str(dest))
     assert raw.path == str(dest / f"{CSV_SHA}.csv")
     assert Path(raw.path).read_bytes() == CSV
 
@@ -121,7 +142,7 @@ def test_http_404_is_permanent_and_leaves_nothing(dest: Path) -> None:
     with serve({}) as base:
         url = f"{base}/missing.csv"
         with pytest.raises(DownloadError, match="404") as excinfo:
-            download_csv.fn(url, str(dest))
+            fetch(url, str(dest))
     assert url in str(excinfo.value)
     assert not isinstance(excinfo.value, TransientDownloadError)
     assert _files(dest) == []
@@ -133,7 +154,7 @@ def test_html_content_type_at_200_is_rejected(dest: Path) -> None:
         serve({"/page": reply}) as base,
         pytest.raises(DownloadError, match="served an HTML page, expected CSV"),
     ):
-        download_csv.fn(f"{base}/page", str(dest))
+        fetch(f"{base}/page", str(dest))
     assert _files(dest) == []
 
 
@@ -142,7 +163,7 @@ def test_html_body_with_csv_content_type_is_rejected(dest: Path) -> None:
         serve({"/page.csv": Reply(body=HTML)}) as base,
         pytest.raises(DownloadError, match="served an HTML page, expected CSV"),
     ):
-        download_csv.fn(f"{base}/page.csv", str(dest))
+        fetch(f"{base}/page.csv", str(dest))
     assert _files(dest) == []
 
 
@@ -154,7 +175,7 @@ def test_size_cap_over_http_stops_and_leaves_nothing(dest: Path, omit_length: bo
         serve({"/big.csv": Reply(body=big, omit_length=omit_length)}) as base,
         pytest.raises(DownloadError, match="max_bytes=1000") as excinfo,
     ):
-        download_csv.fn(f"{base}/big.csv", str(dest), max_bytes=1000)
+        fetch(f"{base}/big.csv", str(dest), max_bytes=1000)
     assert f"{base}/big.csv" in str(excinfo.value)
     assert _files(dest) == []
 
@@ -163,7 +184,7 @@ def test_size_cap_applies_to_local_files(tmp_path: Path, dest: Path) -> None:
     src = tmp_path / "local.csv"
     src.write_bytes(CSV)
     with pytest.raises(DownloadError, match="max_bytes=10"):
-        download_csv.fn(str(src), str(dest), max_bytes=10)
+        fetch(str(src), str(dest), max_bytes=10)
 
 
 def test_sha_mismatch_over_http_names_both_hashes(dest: Path) -> None:
@@ -172,7 +193,7 @@ def test_sha_mismatch_over_http_names_both_hashes(dest: Path) -> None:
         serve({"/data.csv": Reply(body=CSV)}) as base,
         pytest.raises(DownloadError) as excinfo,
     ):
-        download_csv.fn(f"{base}/data.csv", str(dest), expected_sha256=wrong)
+        fetch(f"{base}/data.csv", str(dest), expected_sha256=wrong)
     assert wrong in str(excinfo.value) and CSV_SHA in str(excinfo.value)
     assert _files(dest) == []
 
@@ -181,15 +202,15 @@ def test_sha_mismatch_applies_to_local_files(tmp_path: Path, dest: Path) -> None
     src = tmp_path / "local.csv"
     src.write_bytes(CSV)
     with pytest.raises(DownloadError, match=f"expected {'f' * 64}, got {CSV_SHA}"):
-        download_csv.fn(str(src), str(dest), expected_sha256="f" * 64)
+        fetch(str(src), str(dest), expected_sha256="f" * 64)
 
 
 def test_missing_local_file_names_the_path(tmp_path: Path, dest: Path) -> None:
     missing = tmp_path / "nope.csv"
     with pytest.raises(DownloadError, match=str(missing)):
-        download_csv.fn(str(missing), str(dest))
+        fetch(str(missing), str(dest))
     with pytest.raises(DownloadError, match="not a regular file"):
-        download_csv.fn(str(tmp_path), str(dest))
+        fetch(str(tmp_path), str(dest))
 
 
 # --- transient failures --------------------------------------------------------------------
@@ -200,7 +221,7 @@ def test_truncated_body_is_transient_and_leaves_nothing(dest: Path) -> None:
         serve({"/short.csv": Reply(body=b"id,x\n1,2\n3,", content_length=1000)}) as base,
         pytest.raises(TransientDownloadError) as excinfo,
     ):
-        download_csv.fn(f"{base}/short.csv", str(dest))
+        fetch(f"{base}/short.csv", str(dest))
     assert f"{base}/short.csv" in str(excinfo.value)
     assert _files(dest) == []
 
@@ -217,7 +238,7 @@ def test_stalled_server_times_out_as_transient(dest: Path, reply: Reply) -> None
         serve({"/slow.csv": reply}) as base,
         pytest.raises(TransientDownloadError, match="timed out") as excinfo,
     ):
-        download_csv.fn(f"{base}/slow.csv", str(dest), timeout_s=0.5)
+        fetch(f"{base}/slow.csv", str(dest), timeout_s=0.5)
     assert f"{base}/slow.csv" in str(excinfo.value)
     assert _files(dest) == []
 
@@ -228,7 +249,7 @@ def test_5xx_and_429_are_transient(dest: Path, status: int) -> None:
         serve({"/data.csv": Reply(status, b"busy")}) as base,
         pytest.raises(TransientDownloadError, match=f"HTTP {status}"),
     ):
-        download_csv.fn(f"{base}/data.csv", str(dest))
+        fetch(f"{base}/data.csv", str(dest))
     assert _files(dest) == []
 
 
@@ -237,13 +258,13 @@ def test_dropped_connection_is_transient(dest: Path) -> None:
         serve({"/data.csv": Reply(drop=True)}) as base,
         pytest.raises(TransientDownloadError),
     ):
-        download_csv.fn(f"{base}/data.csv", str(dest))
+        fetch(f"{base}/data.csv", str(dest))
 
 
 def test_connection_refused_is_transient(dest: Path) -> None:
     url = f"http://127.0.0.1:{_free_port()}/data.csv"
     with pytest.raises(TransientDownloadError, match=url):
-        download_csv.fn(url, str(dest), timeout_s=2)
+        fetch(url, str(dest), timeout_s=2)
     assert _files(dest) == []
 
 
@@ -262,7 +283,8 @@ def test_retry_condition_stops_on_permanent_and_retries_transient() -> None:
 @flow
 def _download_flow(url: str, dest_dir: str) -> RawData:
     """Smallest flow that runs the real task, retries included, without waiting between tries."""
-    return download_csv.with_options(retry_delay_seconds=0)(url, dest_dir)
+    download = download_csv.with_options(**retry_options(DEFAULTS.retries, 0))
+    return download(url, dest_dir, timeout_s=DEFAULTS.timeout_s, max_bytes=DEFAULTS.max_bytes)
 
 
 def test_flow_retries_transient_500_then_succeeds(dest: Path) -> None:
@@ -290,3 +312,102 @@ def test_short_body_check_does_not_rely_on_httpx() -> None:
     )
     with pytest.raises(TransientDownloadError, match="body ended after 3 bytes"):
         list(_http_chunks("http://example.invalid/x.csv", response, 1000))
+
+
+# --- stored name follows the content --------------------------------------------------------
+
+
+def test_sniff_format_by_magic_bytes() -> None:
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("data.csv", CSV)
+    assert sniff_format(gzip.compress(CSV)) == "gzip"
+    assert sniff_format(zipped.getvalue()) == "zip"
+    assert sniff_format(b"PAR1\x15\x04") == "parquet"
+    assert sniff_format(CSV) is None
+    assert sniff_format(b"") is None
+    assert sniff_format(b"\x1f") is None  # too short to be sure
+
+
+@pytest.mark.parametrize("route", ["/data.csv.gz", "/export"], ids=["csv-gz-url", "no-extension"])
+def test_gzip_body_is_stored_as_csv_gz(dest: Path, route: str) -> None:
+    body = gzip.compress(CSV)
+    reply = Reply(body=body, headers={"Content-Type": "application/gzip"})
+    with serve({route: reply}) as base:
+        raw = fetch(f"{base}{route}", str(dest))
+    sha = hashlib.sha256(body).hexdigest()
+    assert raw.path == str(dest / f"{sha}.csv.gz")
+    assert raw.sha256 == sha
+    assert gzip.decompress(Path(raw.path).read_bytes()) == CSV
+    assert _files(dest) == [f"{sha}.csv.gz"]
+
+
+@pytest.mark.parametrize(
+    ("route", "suffix"),
+    [("/a.TSV", ".tsv"), ("/a.txt", ".txt"), ("/a.csv.gz", ".csv"), ("/download", ".csv")],
+)
+def test_plain_body_keeps_a_text_suffix_from_the_url(dest: Path, route: str, suffix: str) -> None:
+    # A .csv.gz URL whose body is plain text (the server decompressed it) is stored as .csv.
+    with serve({route: Reply(body=CSV)}) as base:
+        raw = fetch(f"{base}{route}?v=1", str(dest))
+    assert _files(dest) == [f"{CSV_SHA}{suffix}"]
+    assert raw.path == str(dest / f"{CSV_SHA}{suffix}")
+
+
+def test_zip_over_fsspec_is_stored_as_zip(dest: Path) -> None:
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("data.csv", CSV)
+    url = "memory://foldflow-test/archive"
+    with fsspec.open(url, "wb") as fh:
+        fh.write(zipped.getvalue())
+    raw = fetch(url, str(dest))
+    assert raw.path.endswith(".zip")
+    with zipfile.ZipFile(raw.path) as archive:
+        assert archive.read("data.csv") == CSV
+
+
+def test_stored_download_respects_umask(dest: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        with serve({"/data.csv": Reply(body=CSV)}) as base:
+            raw = fetch(f"{base}/data.csv", str(dest))
+    finally:
+        os.umask(old)
+    assert stat.filemode(os.stat(raw.path).st_mode) == "-rw-r--r--"
+
+
+# --- retries: declared once, in the config ---------------------------------------------------
+
+
+def test_download_task_declares_no_retry_numbers_and_no_limits() -> None:
+    assert download_csv.retries == 0
+    assert download_csv.retry_condition_fn is not None
+    params = inspect.signature(download_csv.fn).parameters
+    for name in ("timeout_s", "max_bytes"):
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
+        assert params[name].default is inspect.Parameter.empty
+
+
+def test_retry_options_back_off_exponentially_with_a_cap() -> None:
+    assert retry_options(3, 1.0) == {
+        "retries": 3,
+        "retry_delay_seconds": [1.0, 2.0, 4.0],
+        "retry_jitter_factor": 0.5,
+    }
+    assert retry_options(3, 0)["retry_delay_seconds"] == [0.0, 0.0, 0.0]  # retry at once
+    assert retry_options(0, 5)["retry_delay_seconds"] == []
+    delays = retry_options(20, 1.0)["retry_delay_seconds"]
+    assert len(delays) == 20 and max(delays) == MAX_RETRY_DELAY_S
+    assert retry_options(2, 600)["retry_delay_seconds"] == [600.0, 600.0]  # asked for: kept
+    with pytest.raises(ValueError, match="must be >= 0"):
+        retry_options(-1, 1)
+
+
+def test_retry_options_apply_to_the_prefect_task() -> None:
+    config = DownloadConfig(retries=4, retry_delay_s=0.5)
+    task = download_csv.with_options(**retry_options(config.retries, config.retry_delay_s))
+    assert task.retries == 4
+    assert task.retry_delay_seconds == [0.5, 1.0, 2.0, 4.0]
+    assert task.retry_jitter_factor == 0.5
+    assert task.retry_condition_fn is download_csv.retry_condition_fn
