@@ -14,11 +14,12 @@ from tasks.download import download_csv
 from tasks.errors import FoldFailedError, retry_options
 from tasks.folds import plan_folds
 from tasks.join import join_out_of_fold
-from tasks.outputs import check_output_dir
+from tasks.outputs import check_cache_dir, check_output_dir
 
 
 def fetch_and_clean(config: CVConfig) -> CleanedData:
     """Steps 1-2: the raw file, downloaded with retries, cleaned once into cached Parquet."""
+    check_cache_dir(config.cache_dir)
     download = download_csv.with_options(
         **retry_options(config.download.retries, config.download.retry_delay_s)
     )

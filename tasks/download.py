@@ -9,14 +9,12 @@ import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 import fsspec
 import httpx
 from prefect import task
-from prefect.tasks import exponential_backoff
 
 from tasks.errors import DownloadError, TransientDownloadError, retry_unless_permanent
 from tasks.logs import current_attempt, run_logger
@@ -29,7 +27,6 @@ _HTML_START = re.compile(rb"\A(?:\xef\xbb\xbf)?\s*<(?:!doctype\s+html|html)\b", 
 _HTML_CONTENT_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _SHA256_HEX = re.compile(r"\A[0-9a-f]{64}\Z")
 # A backoff that doubles forever would wait hours by the 12th retry: stop growing at this.
-MAX_RETRY_DELAY_S = 60.0
 _MAGIC = (
     (b"\x1f\x8b", "gzip"),
     (b"PK\x03\x04", "zip"),
@@ -69,19 +66,6 @@ def _stored_suffix(source: str, head: bytes) -> str:
         return _FORMAT_SUFFIX[sniffed]
     path = urlsplit(source).path.lower()
     return next((s for s in _TEXT_SUFFIXES if path.endswith(s)), ".csv")
-
-
-def retry_options(retries: int, delay_s: float) -> dict[str, Any]:
-    """Prefect task options for `download_csv.with_options(...)`: the config's numbers, one backoff.
-
-    Delays double from `delay_s` (jittered by up to 50%) and stop growing at
-    max(MAX_RETRY_DELAY_S, delay_s); delay_s=0 retries at once (jitter is skipped for 0).
-    """
-    if retries < 0 or delay_s < 0:
-        raise ValueError(f"retries and delay_s must be >= 0, got {retries} and {delay_s}")
-    cap = max(MAX_RETRY_DELAY_S, delay_s)
-    delays = [min(float(d), cap) for d in exponential_backoff(backoff_factor=delay_s)(retries)]
-    return {"retries": retries, "retry_delay_seconds": delays, "retry_jitter_factor": 0.5}
 
 
 def _normalize_expected(expected_sha256: str | None) -> str | None:
@@ -339,4 +323,4 @@ def download_csv(
     return raw
 
 
-__all__: list[str] = ["RawData", "download_csv", "retry_options", "sniff_format"]
+__all__: list[str] = ["RawData", "download_csv", "sniff_format"]

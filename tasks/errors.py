@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect.tasks import exponential_backoff
+
+# Retry delays double from the configured first delay but never grow past this (seconds).
+MAX_RETRY_DELAY_S = 60.0
+
 
 class FoldflowError(Exception):
     """Base class: every error foldflow raises on purpose derives from it."""
@@ -50,15 +55,13 @@ def retry_unless_permanent(task: object, task_run: object, state: object) -> boo
 
 
 def retry_options(retries: int, delay_s: float) -> dict[str, Any]:
-    """Prefect task options for `retries` attempts with exponential backoff from `delay_s`.
+    """Prefect task options for a retried task: the config's numbers, one backoff shape.
 
-    The numbers come from the run's config (their one definition); the backoff shape and the
-    transient/permanent rule are behaviour, declared here once for every retried task.
+    Delays double from `delay_s` (jittered by up to 50%) and stop growing at
+    max(MAX_RETRY_DELAY_S, delay_s); delay_s=0 retries at once (jitter is skipped for 0).
     """
-    delays = [delay_s * 2**attempt for attempt in range(retries)] or 0
-    return {
-        "retries": retries,
-        "retry_delay_seconds": delays,
-        "retry_jitter_factor": 0.5 if delay_s else None,
-        "retry_condition_fn": retry_unless_permanent,
-    }
+    if retries < 0 or delay_s < 0:
+        raise ValueError(f"retries and delay_s must be >= 0, got {retries} and {delay_s}")
+    cap = max(MAX_RETRY_DELAY_S, delay_s)
+    delays = [min(float(d), cap) for d in exponential_backoff(backoff_factor=delay_s)(retries)]
+    return {"retries": retries, "retry_delay_seconds": delays, "retry_jitter_factor": 0.5}

@@ -20,15 +20,14 @@ from prefect import flow
 from prefect.states import Completed, Failed
 
 from tasks.config import DownloadConfig
-from tasks.download import (
+from tasks.download import RawData, _http_chunks, download_csv, sniff_format
+from tasks.errors import (
     MAX_RETRY_DELAY_S,
-    RawData,
-    _http_chunks,
-    download_csv,
+    DownloadError,
+    TransientDownloadError,
     retry_options,
-    sniff_format,
+    retry_unless_permanent,
 )
-from tasks.errors import DownloadError, TransientDownloadError, retry_unless_permanent
 from tests.loopback_http import Reply, serve
 
 CSV = b"id,x,y\n1,0.5,a\n2,1.5,b\n"
