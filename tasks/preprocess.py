@@ -1,4 +1,4 @@
-"""Fit and apply the feature preprocessing on chosen rows, so a fold never learns from its test rows.
+"""Fit and apply feature preprocessing on chosen rows, so a fold never learns from its test rows.
 
 Parameters are plain JSON-able dicts (cacheable, loggable, reusable to score new data). For the
 jh-simple preset with global scope the float64 features equal `tasks.clean.clean_frame`'s bit for
