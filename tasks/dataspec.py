@@ -106,15 +106,17 @@ class DataSpec(BaseModel):
 
     @model_validator(mode="after")
     def _preset_fixes_the_schema(self) -> DataSpec:
-        if self.preset is None and self.target is None:
+        implied = self.preset is None and self.target is None
+        if implied:
             object.__setattr__(self, "preset", "jh-simple")  # no target: the bundled data set
         if self.preset is not None:
             fields = type(self).model_fields
             changed = [n for n in _SCHEMA_FIELDS if getattr(self, n) != fields[n].default]
             if changed:
+                why = "no target is given, so " if implied else ""
                 raise ValueError(
-                    f"preset {self.preset!r} fixes the schema; remove {changed} or set no preset "
-                    "(give a target instead)"
+                    f"{why}preset {self.preset!r} is used and it fixes the schema; remove "
+                    f"{changed}, or give a target (and no preset) to describe your own data"
                 )
         if self.delimiter is not None and len(self.delimiter) != 1:
             raise ValueError(f"delimiter must be one character, got {self.delimiter!r}")
@@ -270,7 +272,8 @@ def _read_csv(path: str, fmt: str, label: str, spec: DataSpec) -> pd.DataFrame:
         compression=compression,
     )
     try:
-        header = pd.read_csv(path, header=None, nrows=1, **options)
+        exact = {**options, "keep_default_na": False, "na_values": None}  # "NA" can be a name
+        header = pd.read_csv(path, header=None, nrows=1, **exact)
         frame = pd.read_csv(path, **options)
     except pd.errors.EmptyDataError:
         raise DataValidationError(
@@ -294,8 +297,8 @@ def _read_csv(path: str, fmt: str, label: str, spec: DataSpec) -> pd.DataFrame:
 def _check_header(names: list[str], label: str) -> None:
     """Refuse duplicate or blank column names instead of letting pandas rename them."""
     seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name in ("<NA>", "nan", "") or pd.isna(name):
+    for i, name in enumerate(n.strip() for n in names):
+        if not name:
             raise DataValidationError(f"{label}: column {i + 1} of the header has no name")
         if name in seen:
             raise DataValidationError(
@@ -396,7 +399,7 @@ class ResolvedSpec:
 
 
 def _normalise(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Strip surrounding whitespace (blank becomes missing); count changed cells per column."""
+    """Strip surrounding whitespace from names and cells (blank becomes missing); count changes."""
     out = {}
     changed: dict[str, int] = {}
     for name in frame.columns:
@@ -405,7 +408,7 @@ def _normalise(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
         n = int((stripped != raw).fillna(False).sum())
         if n:
             changed[str(name)] = n
-        out[str(name)] = stripped.mask(stripped == "")
+        out[str(name).strip()] = stripped.mask(stripped == "")
     return pd.DataFrame(out, index=pd.RangeIndex(len(frame))), changed
 
 
@@ -451,6 +454,9 @@ class _Resolver:
         self._warn = warn
         self.frame, self.stripped = _normalise(frame)
         self.columns = list(self.frame.columns)
+        renamed = [str(c) for c in frame.columns if str(c) != str(c).strip()]
+        if renamed:
+            self.warn(f"{label}: stripped surrounding whitespace from column name(s) {renamed}")
 
     def warn(self, message: str) -> None:
         self.notes.append(message)
@@ -598,13 +604,6 @@ def resolve_spec(frame: pd.DataFrame, spec: DataSpec, label: str, warn: Warn) ->
         dropped.update({c: f"not in the {r.preset} schema" for c in extra})
     candidates = [c for c in r.columns if c not in special and c not in dropped]
     r.check_cell_length([*special, *candidates])
-    stripped = {c: n for c, n in r.stripped.items() if c not in dropped and c != s.id_column}
-    if stripped:
-        total = sum(stripped.values())
-        r.warn(
-            f"{label}: stripped surrounding whitespace from {total} cell(s) "
-            f"({', '.join(f'{c!r}: {n}' for c, n in stripped.items())})"
-        )
 
     task, reason, classes, keep = r.resolve_target()
     positions = np.flatnonzero(keep)  # file positions of the rows kept
@@ -638,9 +637,8 @@ def resolve_spec(frame: pd.DataFrame, spec: DataSpec, label: str, warn: Warn) ->
     numeric: list[str] = []
     categorical: list[str] = []
     parsed: dict[str, np.ndarray] = {}
-    order = [*s.numeric] if r.preset is not None else [c for c in candidates]
-    if r.preset is not None:
-        order += [c for c in candidates if c not in s.numeric]
+    # file order, except the preset: its declared order is today's feature order
+    order = [*s.numeric, *s.categorical] if r.preset is not None else candidates
     for name in order:
         column = kept[name]
         if column.isna().all():
@@ -670,7 +668,21 @@ def resolve_spec(frame: pd.DataFrame, spec: DataSpec, label: str, warn: Warn) ->
             dropped[name] = f"constant (every value is {_class_text(present[0])})"
             r.warn(f"{label}: dropping column {name!r}: it is constant ({present[0]:g})")
 
+    # labels and categories: report the whitespace stripped (numbers parse either way)
+    stripped = {c: n for c, n in r.stripped.items() if c in (target, *categorical)}
+    if stripped:
+        r.warn(
+            f"{label}: stripped surrounding whitespace from {sum(stripped.values())} cell(s) "
+            f"({', '.join(f'{c!r}: {n}' for c, n in stripped.items())})"
+        )
+
     # categorical: levels, missing, identifiers
+    not_features = [c for c in s.missing if c in special]
+    if not_features:
+        raise r.fail(
+            f"missing-value policy given for {not_features}, which is the target, id or group "
+            "column; policies apply to feature columns only"
+        )
     policies: dict[str, str] = {}
     for name in numeric:
         policies[name] = s.missing.get(name, s.numeric_missing)
@@ -738,7 +750,7 @@ def resolve_spec(frame: pd.DataFrame, spec: DataSpec, label: str, warn: Warn) ->
         zscore = [c for c in numeric if c in s.zscore]
 
     # one-hot names must not collide with real columns or with each other
-    owners: dict[str, str] = {c: f"column {c!r}" for c in r.columns if c not in categorical}
+    owners = {c: f"column {c!r}" for c in r.columns if c not in categorical and c not in dropped}
     for name in categorical:
         for value in vocabularies[name]:
             dummy = f"{name}_{value}"

@@ -456,3 +456,38 @@ def test_high_cardinality_text_suggests_drop_or_numeric(tmp_path):
         load(path, DataSpec(target="y"))
     _, resolved, _ = load(path, DataSpec(target="y", drop=["t"]))
     assert resolved.dropped == {"t": "declared in drop"}
+
+
+def test_header_names_are_exact_and_stripped(tmp_path):
+    path = write(tmp_path, "NA, y ,x\np,a,1\nq,b,2\np,a,3\n")
+    _, resolved, warnings = load(path, DataSpec(target="y"))
+    assert resolved.categorical == ["NA"] and resolved.target == "y"
+    assert any("column name(s) [' y ']" in w for w in warnings)
+    with pytest.raises(DataValidationError, match="column 2 of the header has no name"):
+        load(write(tmp_path, "x,,y\n1,2,a\n"), DataSpec(target="y"))
+
+
+def test_zip_is_detected_by_content(tmp_path):
+    import zipfile
+
+    path = tmp_path / "download"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("iris.csv", sk_frame(datasets.load_iris).to_csv(index=False, sep="\t"))
+    table, resolved, _ = load(path, DataSpec(target="target"))
+    assert len(table) == 150 and len(resolved.numeric) == 4
+
+
+def test_preset_keeps_its_declared_feature_order_whatever_the_file_order(tmp_path, bundled_csv):
+    frame = pd.read_csv(bundled_csv, dtype=str, keep_default_na=False)
+    swapped = frame[["area", "crime", *[c for c in frame.columns if c not in ("area", "crime")]]]
+    swapped.to_csv(tmp_path / "swapped.csv", index=False)
+    _, expected, _ = load(bundled_csv, DataSpec())
+    _, resolved, _ = load(tmp_path / "swapped.csv", DataSpec())
+    assert resolved.features() == expected.features()
+
+
+def test_policies_apply_to_features_only(tmp_path):
+    with pytest.raises(DataValidationError, match=r"policy given for \['y'\]"):
+        load(write(tmp_path, "\n".join(GOOD)), DataSpec(target="y", missing={"y": "error"}))
+    with pytest.raises(DataValidationError, match="'c' is categorical; missing-value policy"):
+        load(write(tmp_path, "\n".join(GOOD)), DataSpec(target="y", missing={"c": "median"}))
