@@ -3,6 +3,16 @@
 No Prefect and no TensorFlow here: these functions are called by the Prefect tasks, the CLI and
 the tests alike. Every check raises `DataValidationError` naming the file (a `label` passed in),
 the column and, where it applies, the row as the user finds it in the file ("row N (line N+1)").
+
+Inference for undeclared columns (the target, id and group columns are never features):
+- every present cell parses as a number -> numeric (non-finite numbers are refused);
+- otherwise text (bools included) -> categorical, one-hot over the whole file's sorted levels;
+- text with more than `max_categories` levels that are over 95 % distinct -> dropped with a
+  warning (an identifier or free text); fewer distinct but too many levels -> refused;
+- a constant column (one value, zero variance) -> dropped with a warning.
+Task: a text target, or an integer target with <= 20 distinct values -> classification;
+any other numeric target -> regression. Rows whose target is missing are left out and counted.
+The jh-simple preset declares everything, in today's order, and ignores extra columns.
 """
 
 from __future__ import annotations
