@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -12,15 +13,18 @@ from tasks.clean import TARGET, CleanedData
 from tasks.config import stable_hash
 from tasks.errors import DataValidationError
 
+Splitter = Literal["kfold", "stratified", "group", "repeated"]
+
 
 @dataclass(frozen=True)
 class FoldSpec:
-    """One fold: its 1-based number and the positions of its test rows in the cleaned table."""
+    """One fold: its 1-based number (within its repeat) and its test rows in the cleaned table."""
 
     index: int
     n_folds: int
     n_rows: int
     test_positions: np.ndarray
+    repeat: int = 0  # 0 when not repeated; 1..R for repeated k-fold
 
     def train_positions(self) -> np.ndarray:
         """Every row not in this fold's test set."""
@@ -29,42 +33,106 @@ class FoldSpec:
         return np.flatnonzero(mask)
 
     def assignment_hash(self) -> str:
-        """Identifies the row assignment, for the fold's cache key."""
+        """Identifies the row assignment, for the fold's cache key (unchanged by `repeat`)."""
         return stable_hash([self.n_rows, self.test_positions.tolist()], 16)
 
     @property
-    def name(self) -> str:
-        """The task-run name shown in the UI."""
-        return f"fold-{self.index}"
+    def label(self) -> str:
+        """The task-run name in the UI: fold-3, or fold-2.3 for fold 3 of repeat 2."""
+        return f"fold-{self.repeat}.{self.index}" if self.repeat else f"fold-{self.index}"
+
+
+def _check_classes(labels: np.ndarray, n_folds: int) -> None:
+    """Stratification needs every class in every fold: refuse a class rarer than the folds."""
+    values, counts = np.unique(labels, return_counts=True)
+    rare = [(str(v), int(c)) for v, c in zip(values, counts) if c < n_folds]
+    if rare:
+        raise DataValidationError(
+            f"stratified {n_folds}-fold needs every class at least {n_folds} times; "
+            + ", ".join(f"class {v!r} has {c}" for v, c in rare)
+        )
 
 
 def split_folds(
-    n_rows: int, n_folds: int, shuffle: bool, seed: int, labels: np.ndarray | None = None
+    n_rows: int,
+    n_folds: int,
+    shuffle: bool,
+    seed: int,
+    labels: np.ndarray | None = None,
+    splitter: Splitter | None = None,
+    groups: np.ndarray | None = None,
+    repeats: int = 1,
+    group_column: str = "group",
 ) -> list[FoldSpec]:
-    """KFold (or StratifiedKFold when labels are given), checked to be a partition of the rows."""
-    from sklearn.model_selection import KFold, StratifiedKFold  # not needed by fold workers
+    """Plan the folds (KFold, StratifiedKFold, GroupKFold or repeated), checked to partition rows.
 
+    `splitter=None` keeps the original behaviour: stratified when labels are given, else KFold.
+    Repeated k-fold always shuffles (with `seed`), stratified when labels are given.
+    """
+    from sklearn import model_selection as ms  # not needed by fold workers
+
+    if splitter is None:
+        splitter = "stratified" if labels is not None else "kfold"
     if n_rows < n_folds:
         raise DataValidationError(f"{n_rows} rows cannot be split into {n_folds} folds")
-    if labels is not None:
-        values, counts = np.unique(labels, return_counts=True)
-        rare = [(str(v), int(c)) for v, c in zip(values, counts) if c < n_folds]
-        if rare:
+    state = seed if shuffle else None
+    x = np.zeros(n_rows)
+    if splitter == "stratified":
+        if labels is None:
+            raise ValueError("stratified splitting needs labels")
+        _check_classes(labels, n_folds)
+        splits = ms.StratifiedKFold(n_folds, shuffle=shuffle, random_state=state).split(x, labels)
+    elif splitter == "kfold":
+        splits = ms.KFold(n_folds, shuffle=shuffle, random_state=state).split(x)
+    elif splitter == "group":
+        if groups is None:
+            raise ValueError("group splitting needs groups")
+        n_groups = len(np.unique(groups))
+        if n_groups < n_folds:
             raise DataValidationError(
-                f"stratified {n_folds}-fold needs every class at least {n_folds} times; "
-                + ", ".join(f"class {v!r} has {c}" for v, c in rare)
+                f"group column {group_column!r} has {n_groups} distinct group(s); "
+                f"{n_folds}-fold group splitting needs at least {n_folds}"
             )
-        splitter = StratifiedKFold(n_folds, shuffle=shuffle, random_state=seed if shuffle else None)
-        splits = splitter.split(np.zeros(n_rows), labels)
+        splits = _group_kfold(n_folds, shuffle, seed).split(x, groups=groups)
+    elif splitter == "repeated":
+        if repeats < 1:
+            raise ValueError(f"repeats must be at least 1, got {repeats}")
+        if labels is not None:
+            _check_classes(labels, n_folds)
+            repeated = ms.RepeatedStratifiedKFold(
+                n_splits=n_folds, n_repeats=repeats, random_state=seed
+            )
+        else:
+            repeated = ms.RepeatedKFold(n_splits=n_folds, n_repeats=repeats, random_state=seed)
+        tests = [np.asarray(test, dtype=np.int64) for _, test in repeated.split(x, labels)]
+        folds = [
+            FoldSpec(i % n_folds + 1, n_folds, n_rows, test, repeat=i // n_folds + 1)
+            for i, test in enumerate(tests)
+        ]
+        for r in range(repeats):
+            check_partition([f.test_positions for f in folds if f.repeat == r + 1], n_rows)
+        return folds
     else:
-        splitter = KFold(n_folds, shuffle=shuffle, random_state=seed if shuffle else None)
-        splits = splitter.split(np.zeros(n_rows))
+        raise ValueError(f"unknown splitter {splitter!r}")
     folds = [
         FoldSpec(i, n_folds, n_rows, np.asarray(test, dtype=np.int64))
         for i, (_, test) in enumerate(splits, start=1)
     ]
     check_partition([f.test_positions for f in folds], n_rows)
+    if splitter == "group":
+        check_groups_intact([f.test_positions for f in folds], groups, group_column)
     return folds
+
+
+def _group_kfold(n_folds: int, shuffle: bool, seed: int):
+    """GroupKFold, shuffled by seed where this scikit-learn supports it (1.6+), else fixed."""
+    import inspect
+
+    from sklearn.model_selection import GroupKFold
+
+    if shuffle and "shuffle" in inspect.signature(GroupKFold).parameters:
+        return GroupKFold(n_folds, shuffle=True, random_state=seed)
+    return GroupKFold(n_folds)
 
 
 def check_partition(test_sets: list[np.ndarray], n_rows: int) -> None:
@@ -72,6 +140,21 @@ def check_partition(test_sets: list[np.ndarray], n_rows: int) -> None:
     counts = np.bincount(np.concatenate(test_sets), minlength=n_rows) if test_sets else None
     if counts is None or len(counts) != n_rows or not (counts == 1).all():
         raise ValueError(f"fold test sets are not a partition of {n_rows} rows")
+
+
+def check_groups_intact(
+    test_sets: list[np.ndarray], groups: np.ndarray, group_column: str = "group"
+) -> None:
+    """No group may have rows in two test sets (that would leak the group into training)."""
+    fold_of = np.empty(len(groups), dtype=np.int64)
+    for i, test in enumerate(test_sets):
+        fold_of[test] = i
+    per_group = pd.DataFrame({"g": np.asarray(groups), "f": fold_of}).groupby("g")["f"].nunique()
+    split = per_group[per_group > 1]
+    if len(split):
+        raise ValueError(
+            f"group column {group_column!r}: group {split.index[0]!r} is split across folds"
+        )
 
 
 @task(name="plan-folds", task_run_name="plan-folds")
