@@ -17,6 +17,7 @@ from pydantic.fields import FieldInfo
 
 from flows.process import configure_process, seconds_since_start, start_api_in_background
 from tasks.config import CompareConfig, CVConfig, DownloadConfig, ExecutionConfig, ModelConfig
+from tasks.dataspec import DataSpec
 
 DEFAULTS = CVConfig()
 
@@ -27,13 +28,20 @@ SECTIONS: tuple[tuple[str | None, type[BaseModel], str], ...] = (
     (None, CVConfig, ""),
     ("model", ModelConfig, ""),
     ("execution", ExecutionConfig, ""),
+    ("data", DataSpec, ""),
     ("download", DownloadConfig, "download-"),
 )
 # Shorter names kept from earlier versions of the CLI.
 RENAMED = {"hidden_units": "hidden", "fold_retries": "retries"}
 # Values with a syntax of their own on the command line.
 PARSERS: dict[str, Callable[[str], Any]] = {"gpus": lambda text: _gpus(text)}
-GROUP_TITLES = {None: "run", "model": "model", "execution": "execution", "download": "download"}
+GROUP_TITLES = {
+    None: "run",
+    "data": "data (your own table; no --target = the jh-simple preset)",
+    "model": "model",
+    "execution": "execution",
+    "download": "download",
+}
 
 
 def _ints(text: str) -> list[int]:
@@ -135,23 +143,33 @@ def config_from_args(args: argparse.Namespace) -> CVConfig:
 
 def print_summary(result: dict[str, Any], seconds: float) -> None:
     """The short table `foldflow run` ends with."""
-    metrics, paths = result["metrics"], result["paths"]
-    print("\nfold  accuracy  log-loss  train-s  worker")
-    for row in metrics["folds"]:
+    from tasks.metrics import RunMetrics
+
+    metrics, paths = RunMetrics.model_validate(result["metrics"]), result["paths"]
+    score_names = list(metrics.folds[0].scores) if metrics.folds else []
+    print("\n" + f"{'fold':>8}  " + "  ".join(f"{n:>9}" for n in score_names) + "  train-s  worker")
+    for row in metrics.folds:
+        scores = "  ".join(f"{row.scores[n]:>9.4f}" for n in score_names)
         print(
-            f"{row['fold']:>4}  {row['accuracy']:>8.4f}  {row['log_loss']:>8.4f}  "
-            f"{row['train_seconds']:>7.1f}  {row['worker']} ({row['device']})"
+            f"{row.label:>8}  {scores}  {row.train_seconds:>7.1f}  {row.worker} ({row.device})"
         )
-    for index in metrics["missing_folds"]:
-        print(f"{index:>4}  {'FAILED':>8}  {metrics['fold_errors'][str(index)]}")
-    print(
-        f"\nfinal accuracy (out-of-fold): {metrics['final_accuracy']:.4f}"
-        f"{'  (PARTIAL)' if metrics['partial'] else ''}"
-    )
-    print(
-        f"fold accuracy: {metrics['mean_accuracy']:.4f} ± {metrics['std_accuracy']:.4f}; "
-        f"log-loss {metrics['log_loss']:.4f}; majority class {metrics['majority_accuracy']:.4f}"
-    )
+    for failure in metrics.failed_folds:
+        print(f"{failure.label:>8}  FAILED  {failure.error}")
+    partial = "  (PARTIAL)" if metrics.partial else ""
+    if metrics.task == "regression":
+        print(f"\nout-of-fold RMSE: {metrics.rmse:.4f}{partial}")
+        print(
+            f"fold RMSE: {metrics.mean_rmse:.4f} ± {metrics.std_rmse:.4f}; MAE {metrics.mae:.4f}; "
+            f"R² {metrics.r2:.4f}; baseline RMSE (training-fold mean) {metrics.baseline_rmse:.4f}"
+        )
+    else:
+        print(f"\nfinal accuracy (out-of-fold): {metrics.final_accuracy:.4f}{partial}")
+        print(
+            f"fold accuracy: {metrics.mean_accuracy:.4f} ± {metrics.std_accuracy:.4f}; "
+            f"log-loss {metrics.log_loss:.4f}; majority class {metrics.majority_accuracy:.4f}"
+        )
+    if metrics.repeat_scores:
+        print("per repeat: " + ", ".join(f"{v:.4f}" for v in metrics.repeat_scores))
     for path in paths.values():
         print(f"wrote {path}")
     print(f"wall time: {seconds:.1f} s")

@@ -12,7 +12,9 @@ from tasks.compare import compare_configurations
 from tasks.config import CompareConfig
 from tasks.folds import plan_folds
 from tasks.join import join_out_of_fold
+from tasks.metrics import RunInfo, RunMetrics
 from tasks.outputs import check_output_dir
+from tasks.redact import redact_source
 
 
 def compare_run_name() -> str:
@@ -26,17 +28,24 @@ def compare_regularizers(config: CompareConfig = CompareConfig()) -> dict[str, A
     cv = config.cv
     data = fetch_and_clean(cv)
     tag_flow_run([f"data-{data.raw_sha256[:8]}", f"runner-{cv.execution.runner}", "compare"])
-    folds = plan_folds(data, cv.folds, cv.shuffle, cv.seed, cv.stratified, cv.source)
+    folds = plan_folds(
+        data, cv.folds, cv.shuffle, cv.seed, cv.splitter, cv.repeats, redact_source(cv.source)
+    )
     output_dir = check_output_dir(cv.output_dir)
     models = config.models()
     # One fan-out over configurations × folds, all on the same folds (a paired comparison).
     outcomes = run_folds(data, folds, cv, models)
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, RunMetrics] = {}
     for name, model in models.items():
-        run_info = {"name": name, "model_label": model.label(), "config": model.model_dump()}
+        run = RunInfo(name=name, model_label=model.label(), config=model.model_dump(mode="json"))
         joined = join_out_of_fold.with_options(task_run_name=f"join-{name}")(
-            data, folds, outcomes[name], str(Path(output_dir) / name), run_info, cv.min_folds
+            data, folds, outcomes[name], str(Path(output_dir) / name), run, cv.min_folds
         )
         results[name] = joined.metrics
-    summary = compare_configurations(results, config.baseline, output_dir)
-    return {"best": summary["best"], "paths": summary["paths"], "results": results}
+    labels = {name: model.label() for name, model in models.items()}
+    summary = compare_configurations(results, labels, config.baseline, output_dir)
+    return {
+        "best": summary["best"],
+        "paths": summary["paths"],
+        "results": {name: m.model_dump(mode="json") for name, m in results.items()},
+    }

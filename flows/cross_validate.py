@@ -14,7 +14,9 @@ from tasks.download import download_csv
 from tasks.errors import FoldFailedError, retry_options
 from tasks.folds import plan_folds
 from tasks.join import join_out_of_fold
+from tasks.metrics import RunInfo
 from tasks.outputs import check_cache_dir, check_output_dir
+from tasks.redact import redact_source
 
 
 def fetch_and_clean(config: CVConfig) -> CleanedData:
@@ -30,7 +32,14 @@ def fetch_and_clean(config: CVConfig) -> CleanedData:
         timeout_s=config.download.timeout_s,
         max_bytes=config.download.max_bytes,
     )
-    return clean_to_parquet(raw.path, raw.sha256, config.cache_dir, source=raw.source)
+    return clean_to_parquet(
+        raw.path, raw.sha256, config.cache_dir, config.data, source=raw.source
+    )
+
+
+def redacted_config(config: CVConfig) -> dict[str, Any]:
+    """The config as JSON for metrics.json, with any credentials in the source masked."""
+    return {**config.model_dump(mode="json"), "source": redact_source(config.source)}
 
 
 def run_name() -> str:
@@ -51,14 +60,19 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
         ]
     )
     folds = plan_folds(
-        data, config.folds, config.shuffle, config.seed, config.stratified, config.source
-    )
+        data, config.folds, config.shuffle, config.seed, config.splitter, config.repeats,
+        redact_source(config.source),
+    )  # fmt: skip
     output_dir = check_output_dir(config.output_dir)
     outcomes = run_folds(data, folds, config)[""]
-    run_info = {"config": config.model_dump(mode="json"), "config_hash": config.config_hash()}
+    run = RunInfo(
+        model_label=config.model.label(),
+        config=redacted_config(config),
+        config_hash=config.config_hash(),
+    )
     try:
-        outcome = join_out_of_fold(data, folds, outcomes, output_dir, run_info, config.min_folds)
+        outcome = join_out_of_fold(data, folds, outcomes, output_dir, run, config.min_folds)
     except FoldFailedError as err:
         # The run's state message is what the UI shows first: start it with the failed fold.
         return Failed(message=str(err))
-    return {"metrics": outcome.metrics, "paths": outcome.paths}
+    return {"metrics": outcome.metrics.model_dump(mode="json"), "paths": outcome.paths}

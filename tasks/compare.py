@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from scipy import stats
 
 from tasks.logs import run_logger
+from tasks.metrics import RunMetrics
 from tasks.outputs import staged_files
 
 COMPARISON = "comparison"
@@ -43,22 +44,26 @@ def paired_test(candidate: list[float], baseline: list[float]) -> dict[str, Any]
     }
 
 
-def comparison_table(results: dict[str, dict[str, Any]], baseline: str) -> pd.DataFrame:
+def comparison_table(
+    results: dict[str, RunMetrics], labels: dict[str, str], baseline: str
+) -> pd.DataFrame:
     """One row per configuration with pooled and per-fold scores and the paired test."""
-    base = results[baseline]["fold_accuracy"]
+    if any(m.task != "classification" for m in results.values()):
+        raise ValueError("compare ranks classifiers by accuracy; this target is a regression")
+    base = results[baseline].fold_accuracy
     rows = []
     for name, m in results.items():
-        test = paired_test(m["fold_accuracy"], base) if name != baseline else None
+        test = paired_test(m.fold_accuracy, base) if name != baseline else None
         rows.append(
             {
                 "name": name,
-                "model": m["model_label"],
-                "oof_accuracy": m["final_accuracy"],
-                "mean_accuracy": m["mean_accuracy"],
-                "std_accuracy": m["std_accuracy"],
-                "log_loss": m["log_loss"],
-                "train_seconds": round(sum(f["train_seconds"] for f in m["folds"]), 2),
-                "fold_accuracy": [float(a) for a in m["fold_accuracy"]],
+                "model": labels[name],
+                "oof_accuracy": m.final_accuracy,
+                "mean_accuracy": m.mean_accuracy,
+                "std_accuracy": m.std_accuracy,
+                "log_loss": m.log_loss,
+                "train_seconds": round(sum(f.train_seconds for f in m.folds), 2),
+                "fold_accuracy": [float(a) for a in m.fold_accuracy],
                 "diff_vs_baseline": test["mean_difference"] if test else 0.0,
                 "t_test_p": test["t_test_p"] if test else math.nan,
                 "wilcoxon_p": test["wilcoxon_p"] if test else math.nan,
@@ -128,13 +133,13 @@ def plot_fold_accuracies(table: pd.DataFrame, path: Path) -> None:
 
 @task(name="compare", task_run_name="compare", cache_policy=NO_CACHE)
 def compare_configurations(
-    results: dict[str, dict[str, Any]], baseline: str, output_dir: str
+    results: dict[str, RunMetrics], labels: dict[str, str], baseline: str, output_dir: str
 ) -> dict[str, Any]:
     """Rank the configurations and say whether the best one's lead is real."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.context import TaskRunContext
 
-    table = comparison_table(results, baseline)
+    table = comparison_table(results, labels, baseline)
     markdown = render_comparison(table, baseline)
     out = Path(output_dir)
     paths = {ext: out / f"{COMPARISON}.{ext}" for ext in ("parquet", "csv", "md", "png")}

@@ -18,13 +18,16 @@ from pydantic import (
     model_validator,
 )
 
+from tasks.dataspec import DataSpec
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_DATA = PROJECT_ROOT / "data" / "jh-simple-standin.csv"
 REAL_DATA_URL = "https://data.heatonresearch.com/data/t81-558/jh-simple-dataset.csv"
 
 # Bump when a change to the training code would change a fold's predictions: old cached
 # fold results are then no longer reused.
-TRAINING_CODE_VERSION = "train-v2"
+# train-v3: fold tasks preprocess their own rows (DataSpec), so the data key names the spec.
+TRAINING_CODE_VERSION = "train-v3"
 
 
 def stable_hash(payload: Any, length: int = 64) -> str:
@@ -60,9 +63,6 @@ class ModelConfig(BaseModel):
     )
     learning_rate: FiniteFloat | None = Field(
         default=None, gt=0, description="None keeps the optimizer's Keras default."
-    )
-    loss: Literal["categorical_crossentropy"] = Field(
-        default="categorical_crossentropy", description="Training loss (classification)."
     )
     epochs: int = Field(default=500, ge=1, le=100_000, description="Training epochs per fold.")
     batch_size: int = Field(default=32, ge=1, le=65_536, description="Rows per optimizer step.")
@@ -206,7 +206,18 @@ class CVConfig(BaseModel):
     folds: int = Field(default=5, ge=2, le=100, description="Number of folds (k).")
     shuffle: bool = Field(default=True, description="Shuffle rows before splitting into folds.")
     seed: int = Field(default=42, ge=0, description="KFold random_state and per-fold seeds.")
-    stratified: bool = Field(default=False, description="Use StratifiedKFold on the target.")
+    splitter: Literal["kfold", "stratified", "group", "repeated"] = Field(
+        default="kfold",
+        description="kfold; stratified (classes balanced across folds); group (rows sharing "
+        "data.group_column stay in one fold); repeated (k-fold `repeats` times, reshuffled).",
+    )
+    repeats: int = Field(
+        default=1, ge=1, le=100, description="Repeats of k-fold (splitter=repeated only)."
+    )
+    data: DataSpec = Field(
+        default=DataSpec(),
+        description="The table's schema and preprocessing; no target = the jh-simple preset.",
+    )
     model: ModelConfig = ModelConfig()
     output_dir: str = Field(default="output", description="Where the OOF table and metrics go.")
     cache_dir: str = Field(
@@ -225,8 +236,14 @@ class CVConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_fold_counts(self) -> CVConfig:
-        if self.min_folds is not None and self.min_folds > self.folds:
-            raise ValueError(f"min_folds={self.min_folds} exceeds folds={self.folds}")
+        if self.min_folds is not None and self.min_folds > self.folds * self.repeats:
+            raise ValueError(
+                f"min_folds={self.min_folds} exceeds the {self.folds * self.repeats} folds planned"
+            )
+        if self.repeats > 1 and self.splitter != "repeated":
+            raise ValueError(f"repeats={self.repeats} needs splitter='repeated'")
+        if self.splitter == "group" and not self.data.group_column:
+            raise ValueError("splitter='group' needs data.group_column (--group-column)")
         return self
 
     def config_hash(self) -> str:
@@ -236,7 +253,9 @@ class CVConfig(BaseModel):
                 "folds": self.folds,
                 "shuffle": self.shuffle,
                 "seed": self.seed,
-                "stratified": self.stratified,
+                "splitter": self.splitter,
+                "repeats": self.repeats,
+                "data": self.data.model_dump(mode="json"),
                 "model": self.model.effective(),
             },
             8,

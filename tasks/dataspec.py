@@ -117,15 +117,13 @@ class DataSpec(BaseModel):
     @model_validator(mode="after")
     def _preset_fixes_the_schema(self) -> DataSpec:
         implied = self.preset is None and self.target is None
-        if implied:
-            object.__setattr__(self, "preset", "jh-simple")  # no target: the bundled data set
-        if self.preset is not None:
+        if self.active_preset is not None:
             fields = type(self).model_fields
             changed = [n for n in _SCHEMA_FIELDS if getattr(self, n) != fields[n].default]
             if changed:
                 why = "no target is given, so " if implied else ""
                 raise ValueError(
-                    f"{why}preset {self.preset!r} is used and it fixes the schema; remove "
+                    f"{why}preset {self.active_preset!r} is used and it fixes the schema; remove "
                     f"{changed}, or give a target (and no preset) to describe your own data"
                 )
         if self.delimiter is not None and len(self.delimiter) != 1:
@@ -136,7 +134,14 @@ class DataSpec(BaseModel):
         """Global for the preset (the notebook fits on the whole file), fold otherwise."""
         if self.preprocess_scope is not None:
             return self.preprocess_scope
-        return "global" if self.preset is not None else "fold"
+        return "global" if self.active_preset is not None else "fold"
+
+    @property
+    def active_preset(self) -> PresetName | None:
+        """The preset in force: the one named, or jh-simple when no target is given."""
+        if self.preset is None and self.target is None:
+            return "jh-simple"  # no target: the bundled data set, as the notebook
+        return self.preset
 
 
 def preset_spec(name: PresetName) -> DataSpec:
@@ -170,9 +175,9 @@ def preset_spec(name: PresetName) -> DataSpec:
 
 def expand_preset(spec: DataSpec) -> DataSpec:
     """The declared spec to resolve: a preset's expansion, keeping the user's limits and scope."""
-    if spec.preset is None:
+    if spec.active_preset is None:
         return spec
-    base = preset_spec(spec.preset)
+    base = preset_spec(spec.active_preset)
     return base.model_copy(
         update={
             "preprocess_scope": spec.resolved_scope(),
@@ -457,7 +462,7 @@ class _Resolver:
     """One resolution pass: the checks in the order a user would want to fix them."""
 
     def __init__(self, frame: pd.DataFrame, spec: DataSpec, label: str, warn: Warn) -> None:
-        self.preset = spec.preset
+        self.preset = spec.active_preset
         self.spec = expand_preset(spec)
         self.label = label
         self.notes: list[str] = []

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from tasks.clean import TARGET, CleanedData
+from tasks.clean import CleanedData
 from tasks.config import stable_hash
 from tasks.errors import DataValidationError
 
@@ -163,14 +163,32 @@ def plan_folds(
     n_folds: int,
     shuffle: bool,
     seed: int,
-    stratified: bool = False,
+    splitter: Splitter = "kfold",
+    repeats: int = 1,
     source: str | None = None,
 ) -> list[FoldSpec]:
     """Compute the split once so folds are identical across runs, runners and configs."""
-    labels = None
-    if stratified:
-        labels = pd.read_parquet(data.path, columns=[TARGET])[TARGET].to_numpy()
+    spec = data.spec
+    needs_labels = splitter == "stratified" or (splitter == "repeated" and spec.classes)
+    columns = [spec.target] if needs_labels else []
+    if splitter == "group" and spec.group_column:
+        columns.append(spec.group_column)
+    table = pd.read_parquet(data.path, columns=columns) if columns else None
+    labels = table[spec.target].astype(str).to_numpy() if needs_labels else None
+    if splitter == "stratified" and not spec.classes:
+        raise DataValidationError(
+            f"{source or data.path}: splitter 'stratified' needs a classification target; "
+            f"{spec.target!r} is a regression target"
+        )
+    groups = (
+        table[spec.group_column].astype(str).to_numpy()
+        if splitter == "group" and spec.group_column
+        else None
+    )
     try:
-        return split_folds(data.n_rows, n_folds, shuffle, seed, labels)
+        return split_folds(
+            data.n_rows, n_folds, shuffle, seed, labels, splitter, groups, repeats,
+            spec.group_column or "group",
+        )  # fmt: skip
     except DataValidationError as err:
         raise DataValidationError(f"{source or data.path}: {err}") from err

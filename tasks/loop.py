@@ -50,22 +50,23 @@ class GraphTrainer:
         def run(full: Any, tail: Any) -> Any:
             epochs, steps = tf.shape(full)[0], tf.shape(full)[1]
             has_tail = tail.shape[1] != 0  # static: the short batch's width never changes
+            batches = tf.cast(steps + (1 if has_tail else 0), tf.float32)
 
-            def epoch(e: Any, total: Any) -> tuple[Any, Any]:
+            def epoch(e: Any, losses: Any) -> tuple[Any, Any]:
                 def batch(i: Any, t: Any) -> tuple[Any, Any]:
                     return i + 1, t + step(full[e, i])
 
-                _, total = tf.while_loop(lambda i, _: i < steps, batch, (0, total))
+                _, total = tf.while_loop(lambda i, _: i < steps, batch, (0, tf.constant(0.0)))
                 if has_tail:
                     total += step(tail[e])
-                return e + 1, total
+                return e + 1, losses.write(e, total / batches)
 
-            _, total = tf.while_loop(lambda e, _: e < epochs, epoch, (0, tf.constant(0.0)))
-            batches = tf.cast(epochs * (steps + (1 if has_tail else 0)), tf.float32)
-            return total / batches
+            per_epoch = tf.TensorArray(tf.float32, size=epochs)
+            _, per_epoch = tf.while_loop(lambda e, _: e < epochs, epoch, (0, per_epoch))
+            return per_epoch.stack()
 
         self._run = run
 
-    def train(self, full: np.ndarray, tail: np.ndarray) -> float:
-        """Run these epochs' batches; the mean batch loss (with penalties), as `fit` reports."""
-        return float(self._run(full, tail))
+    def train(self, full: np.ndarray, tail: np.ndarray) -> list[float]:
+        """Run these epochs' batches; each epoch's mean batch loss (with penalties), as `fit`."""
+        return [float(v) for v in np.asarray(self._run(full, tail))]

@@ -1,4 +1,4 @@
-"""Pictures people would rather look at than read: learning curves and the confusion matrix."""
+"""Pictures people would rather look at than read: learning curves, confusion matrix, scatter."""
 
 from __future__ import annotations
 
@@ -13,18 +13,43 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_learning_curves(results: list[Any], path: Path) -> None:
-    """Training loss per epoch for each fold (and validation loss when it was recorded)."""
+    """Training loss per epoch for each fold (and the test fold's loss when it was recorded)."""
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    for res in sorted(results, key=lambda r: r.fold):
+    validated = False
+    for res in sorted(results, key=lambda r: (r.repeat, r.fold)):
         loss = res.history.get("loss", [])
         epochs = res.history.get("epoch") or range(1, len(loss) + 1)
-        (line,) = ax.plot(epochs, loss, label=f"fold {res.fold}", lw=1.2)
+        name = f"fold {res.repeat}.{res.fold}" if res.repeat else f"fold {res.fold}"
+        (line,) = ax.plot(epochs, loss, label=name, lw=1.2)
         if res.history.get("val_loss"):
-            ax.plot(res.history["val_epoch"], res.history["val_loss"], "--", color=line.get_color())
-    ax.set(xlabel="epoch", ylabel="loss (training; dashed: test fold)", title="Learning curves")
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(matplotlib.ticker.LogFormatter())  # plain text, no mathtext
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            validated = True
+            ax.plot(
+                res.history["val_epoch"], res.history["val_loss"], "--", color=line.get_color()
+            )
+    ylabel = "loss (solid: training; dashed: test fold)" if validated else "training loss"
+    ax.set(xlabel="epoch", ylabel=ylabel, title="Learning curves")
+    values = [v for r in results for v in r.history.get("loss", []) if v > 0]
+    if values and max(values) / min(values) > 20:  # a log axis only when the range calls for it
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def plot_predicted_vs_true(table: Any, target: str, path: Path) -> None:
+    """Out-of-fold predictions against the truth (regression); the diagonal is perfect."""
+    scored = table[table["predicted"].notna()]
+    fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=100)
+    ax.scatter(scored[target], scored["predicted"], s=8, alpha=0.5)
+    low = float(min(scored[target].min(), scored["predicted"].min()))
+    high = float(max(scored[target].max(), scored["predicted"].max()))
+    ax.plot([low, high], [low, high], "k--", lw=1, label="perfect")
+    ax.set(xlabel=f"true {target}", ylabel="predicted (out of fold)", title="Predicted vs true")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

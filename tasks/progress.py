@@ -45,7 +45,8 @@ class ProgressReporter:
     log_every: int
     logger: Any
     artifacts: bool = True
-    min_seconds: float = 2.0
+    label: str = ""  # fold-3, or fold-2.3 for fold 3 of repeat 2
+    min_seconds: float = 0.5
     validation_history: dict[str, list[float]] = field(default_factory=dict)
     _artifact_id: Any = None
     _sender: threading.Thread | None = None
@@ -63,8 +64,9 @@ class ProgressReporter:
         percent = 100.0 * epoch / self.epochs
         try:
             if self._artifact_id is None:
+                name = (self.label or f"fold-{self.fold}").replace("fold-", "fold ", 1)
                 self._artifact_id = create_progress_artifact(
-                    percent, description=f"fold {self.fold}: epochs done / {self.epochs}"
+                    percent, description=f"{name}: epochs done / {self.epochs}"
                 )
             else:
                 update_progress_artifact(self._artifact_id, percent)
@@ -75,7 +77,8 @@ class ProgressReporter:
         """Called after each epoch (1-based) with Keras' logs."""
         if self._log.due(epoch):
             shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()))
-            self.logger.info("fold %d epoch %d/%d: %s", self.fold, epoch, self.epochs, shown)
+            name = self.label or f"fold-{self.fold}"
+            self.logger.info("%s epoch %d/%d: %s", name, epoch, self.epochs, shown)
         if self._bar.due(epoch):
             self._send_progress(epoch)
 

@@ -2,86 +2,114 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from tasks.logs import run_logger
+from tasks.metrics import FailedFold, RunMetrics
 
 
-def fold_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """One JSON-able row per fold, for tables."""
-    done = {f["fold"]: f for f in metrics["folds"]}
-    rows = []
-    for index, _ in enumerate(metrics["fold_accuracy"], start=1):
-        f = done.get(index)
-        if f is None:
-            reason = metrics["fold_errors"].get(str(index), "missing")
-            rows.append({"fold": index, "accuracy": None, "log_loss": None, "status": reason})
-            continue
+def fold_rows(metrics: RunMetrics) -> list[dict[str, Any]]:
+    """One JSON-able row per planned fold (failed ones included), for tables."""
+    rows: list[dict[str, Any]] = []
+    for f in metrics.folds:
         rows.append(
             {
-                "fold": index,
-                "accuracy": round(f["accuracy"], 4),
-                "log_loss": round(f["log_loss"], 4),
-                "epochs": f["epochs"],
-                "train_seconds": round(f["train_seconds"], 2),
-                "worker": f["worker"],
-                "device": f["device"],
-                "attempt": f["attempt"],
+                "fold": f.label,
+                **{name: round(value, 4) for name, value in f.scores.items()},
+                "epochs": f.epochs,
+                "train_seconds": round(f.train_seconds, 2),
+                "worker": f.worker,
+                "device": f.device,
+                "attempt": f.attempt,
                 "status": "ok",
             }
         )
-    return rows
+    rows += [{"fold": f.label, "status": f.error} for f in metrics.failed_folds]
+    return sorted(rows, key=lambda row: _fold_order(row["fold"]))
 
 
-def render_summary(metrics: dict[str, Any], paths: dict[str, str]) -> str:
-    """The markdown summary shown in the Prefect UI."""
-    classes = metrics["classes"]
-    lines = [
-        f"# Cross-validation: accuracy {metrics['final_accuracy']:.4f}",
-        "",
-        f"- out-of-fold accuracy: **{metrics['final_accuracy']:.4f}** over "
-        f"{metrics['n_scored']} of {metrics['n_rows']} rows"
-        + (
-            " (**partial**: folds " + ", ".join(map(str, metrics["missing_folds"])) + " missing)"
-            if metrics["partial"]
-            else ""
-        ),
-        f"- per-fold accuracy: {metrics['mean_accuracy']:.4f} ± {metrics['std_accuracy']:.4f}"
+def _fold_order(label: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in label.removeprefix("fold-").split("."))
+
+
+def _score_lines(metrics: RunMetrics) -> list[str]:
+    """The headline scores as markdown bullets."""
+    if metrics.task == "regression":
+        return [
+            f"- out-of-fold RMSE: **{metrics.rmse:.4f}**, MAE {metrics.mae:.4f}, "
+            f"R² {metrics.r2:.4f}",
+            f"- per-fold RMSE: {metrics.mean_rmse:.4f} ± {metrics.std_rmse:.4f} (mean ± std)",
+            f"- baseline (predict the training-fold mean): RMSE {metrics.baseline_rmse:.4f}",
+        ]
+    return [
+        f"- out-of-fold accuracy: **{metrics.final_accuracy:.4f}**",
+        f"- per-fold accuracy: {metrics.mean_accuracy:.4f} ± {metrics.std_accuracy:.4f}"
         " (mean ± std over folds)",
-        f"- log-loss: {metrics['log_loss']:.4f}; "
-        f"majority class: {metrics['majority_accuracy']:.4f}",
-        f"- data sha256: `{metrics.get('data_sha256', '?')}`",
+        f"- log-loss: {metrics.log_loss:.4f}; majority class: {metrics.majority_accuracy:.4f}",
+    ]
+
+
+def render_summary(metrics: RunMetrics, paths: dict[str, str]) -> str:
+    """The markdown summary shown in the Prefect UI."""
+    partial = ""
+    if metrics.partial:
+        partial = " (**partial**: " + ", ".join(f.label for f in metrics.failed_folds) + " missing)"
+    lines = [
+        f"# Cross-validation: {metrics.headline}",
+        "",
+        f"- task: {metrics.task} ({metrics.task_reason}); target `{metrics.target}`; "
+        f"{metrics.n_scored} of {metrics.n_rows} rows scored{partial}",
+        *_score_lines(metrics),
+        f"- data sha256: `{metrics.data_sha256 or '?'}`",
+    ]
+    if metrics.repeat_scores:
+        shown = ", ".join(f"{v:.4f}" for v in metrics.repeat_scores)
+        lines.append(f"- per repeat: {shown}")
+    rows = fold_rows(metrics)
+    score_names = [k for k in (rows[0] if rows else {}) if k not in _FOLD_COLUMNS]
+    lines += [
         "",
         "## Per fold",
         "",
-        "| fold | accuracy | log-loss | seconds | worker | attempt |",
-        "|---:|---:|---:|---:|---|---:|",
+        "| fold | " + " | ".join(score_names) + " | seconds | worker | attempt |",
+        "|---|" + "---:|" * len(score_names) + "---:|---|---:|",
     ]
-    for row in fold_rows(metrics):
+    for row in rows:
         if row["status"] != "ok":
-            lines.append(f"| {row['fold']} | failed | | | {row['status']} | |")
-        else:
-            lines.append(
-                f"| {row['fold']} | {row['accuracy']:.4f} | {row['log_loss']:.4f} | "
-                f"{row['train_seconds']:.1f} | {row['worker']} ({row['device']}) | "
-                f"{row['attempt']} |"
-            )
-    lines += ["", "## Per class", "", "| class | precision | recall | F1 | support |",
-              "|---|---:|---:|---:|---:|"]  # fmt: skip
-    for cls in classes:
-        c = metrics["per_class"][cls]
+            lines.append(f"| {row['fold']} | failed: {row['status']} |")
+            continue
+        scores = " | ".join(f"{row[name]:.4f}" for name in score_names)
         lines.append(
-            f"| {cls} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |"
+            f"| {row['fold']} | {scores} | {row['train_seconds']:.1f} | "
+            f"{row['worker']} ({row['device']}) | {row['attempt']} |"
         )
+    if metrics.task == "classification":
+        lines += _class_tables(metrics)
+    lines += ["", "## Files", "", "```", *paths.values(), "```"]
+    return "\n".join(lines) + "\n"
+
+
+_FOLD_COLUMNS = {"fold", "epochs", "train_seconds", "worker", "device", "attempt", "status"}
+
+
+def _class_tables(metrics: RunMetrics) -> list[str]:
+    """Per-class scores and the confusion matrix, as markdown tables."""
+    classes = metrics.classes
+    lines = ["", "## Per class", "", "| class | precision | recall | F1 | support |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for cls in classes:
+        c = metrics.per_class[cls]
+        lines.append(f"| {cls} | {c.precision:.4f} | {c.recall:.4f} | {c.f1:.4f} | {c.support} |")
     lines += ["", "## Confusion matrix (rows: true, columns: predicted)", "",
               "| true \\ predicted | " + " | ".join(classes) + " |",
               "|---|" + "---:|" * len(classes)]  # fmt: skip
-    for cls, row in zip(classes, metrics["confusion_matrix"]):
+    for cls, row in zip(classes, metrics.confusion_matrix):
         lines.append(f"| **{cls}** | " + " | ".join(str(v) for v in row) + " |")
-    lines += ["", "## Files", ""]
-    lines += [f"- {name}: `{path}`" for name, path in paths.items()]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _in_run() -> bool:
@@ -95,25 +123,47 @@ def _in_run() -> bool:
     return True
 
 
-def publish_failures(failed: dict[int, str]) -> None:
-    """A table artifact naming each failed fold, its final state, attempts and error."""
+def publish_failures(failed: list[FailedFold]) -> None:
+    """The `failed-folds` table: each failed fold and why, or one row saying none failed.
+
+    Always written, so a later successful retry replaces an earlier run's failures.
+    """
     from prefect.artifacts import create_table_artifact
 
-    if _in_run():
-        create_table_artifact(
-            table=[{"fold": i, "failure": why} for i, why in sorted(failed.items())],
-            key="failed-folds",
-            description="Folds without a result",
-        )
+    if not _in_run():
+        return
+    rows = [{"fold": f.label, "failure": f.error} for f in failed]
+    create_table_artifact(
+        table=rows or [{"fold": "-", "failure": "no failed folds"}],
+        key="failed-folds",
+        description="Folds without a result" if failed else "No failed folds",
+    )
+
+
+def oof_preview(table: pd.DataFrame, rows: int = 10) -> str:
+    """The first rows of the OOF table as markdown (the UI cannot open local files)."""
+    head = table.head(rows).copy()
+    for column in head.columns:
+        if head[column].dtype.kind == "f":
+            head[column] = head[column].map(lambda v: f"{v:.4f}")
+    lines = ["| " + " | ".join(map(str, head.columns)) + " |", "|" + "---|" * len(head.columns)]
+    lines += ["| " + " | ".join(map(str, values)) + " |" for values in head.to_numpy()]
+    return "\n".join(lines)
+
+
+def picture_markdown(paths: dict[str, str]) -> str:
+    """The run's PNGs inline (data URIs), so the Artifacts page shows them without file access."""
+    parts = []
+    for name, path in paths.items():
+        if name.endswith(".png") and Path(path).exists():
+            encoded = base64.b64encode(Path(path).read_bytes()).decode()
+            parts.append(f"## {name}\n\n![{name}](data:image/png;base64,{encoded})\n")
+    return "\n".join(parts)
 
 
 def publish_artifacts(outcome: Any) -> None:
-    """Table, summary and link artifacts for the UI; a no-op outside a Prefect run."""
-    from prefect.artifacts import (
-        create_link_artifact,
-        create_markdown_artifact,
-        create_table_artifact,
-    )
+    """Table, summary, picture and preview artifacts for the UI; a no-op outside a Prefect run."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     if not _in_run():
         return
@@ -124,9 +174,18 @@ def publish_artifacts(outcome: Any) -> None:
     create_markdown_artifact(
         markdown=render_summary(metrics, paths), key="cv-summary", description="Run summary"
     )
-    oof = paths.get("oof_predictions.csv")
+    pictures = picture_markdown(paths)
+    if pictures:
+        create_markdown_artifact(
+            markdown=f"# Pictures\n\n{pictures}", key="cv-pictures", description="Plots"
+        )
+    oof = paths.get("oof_predictions.parquet")
     if oof:
-        create_link_artifact(
-            link=Path(oof).resolve().as_uri(), link_text="OOF predictions (CSV)", key="oof-table"
+        table = pd.read_parquet(oof)
+        create_markdown_artifact(
+            markdown=f"# Out-of-fold predictions (first rows of {len(table)})\n\n"
+            f"{oof_preview(table)}\n\nThe whole table:\n\n```\n{oof}\n```\n",
+            key="oof-table",
+            description="OOF predictions preview",
         )
     run_logger().debug("artifacts published")

@@ -13,15 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from prefect import task
 
-from tasks.clean import CleanedData, load_xy
+from tasks.clean import CleanedData, load_table
 from tasks.config import TRAINING_CODE_VERSION, FoldRuntime, ModelConfig, stable_hash
-from tasks.errors import retry_unless_permanent
+from tasks.dataspec import ResolvedSpec
+from tasks.errors import PermanentError, retry_unless_permanent
 from tasks.faults import maybe_inject_fault
 from tasks.folds import FoldSpec
 from tasks.logs import current_attempt, run_logger
 from tasks.loop import GraphTrainer, epoch_batches
+from tasks.preprocess import decode_regression, encode_target, fit_preprocessor, transform
 from tasks.progress import ProgressReporter
 
 
@@ -30,11 +33,11 @@ class FoldResult:
     """What the join needs from a fold, small enough to persist and ship between processes."""
 
     fold: int
-    test_ids: np.ndarray
+    test_ids: np.ndarray  # the key of each test row (id column, or file row number)
     test_positions: np.ndarray
-    probabilities: np.ndarray
-    accuracy: float
-    log_loss: float
+    # classification: (rows, classes) probabilities; regression: (rows,) in the target's units
+    predictions: np.ndarray
+    scores: dict[str, float]  # accuracy + log_loss, or rmse + mae, on the test rows
     final_loss: float
     epochs: int
     train_seconds: float
@@ -44,6 +47,7 @@ class FoldResult:
     device: str
     attempt: int
     history: dict[str, list[float]] = field(default_factory=dict)
+    repeat: int = 0
 
 
 def fold_results_storage(cache_dir: str) -> Any:
@@ -132,8 +136,14 @@ def device_label(gpu: int | None, gpu_visible: bool) -> str:
     return f"GPU:{visible[gpu].strip()}" if gpu < len(visible) else f"GPU:{gpu}"
 
 
-def build_model(n_features: int, n_classes: int, cfg: ModelConfig, seed: int):
+REGRESSION_LOSSES = {"mse": "mean_squared_error", "mae": "mean_absolute_error", "huber": "huber"}
+
+
+def build_model(n_features: int, n_classes: int, cfg: ModelConfig, seed: int, loss: str = ""):
     """The notebook's network, generalised to the config's layers and penalties.
+
+    `n_classes` softmax outputs with categorical cross-entropy; `n_classes=0` is regression:
+    one linear output trained with `loss` (mse, mae or huber) on the z-scored target.
 
     Every random initialiser gets an explicit seed: the global RNGs are shared with Prefect's
     own threads, which would make training depend on what else ran in the process.
@@ -168,34 +178,78 @@ def build_model(n_features: int, n_classes: int, cfg: ModelConfig, seed: int):
         )
         if cfg.dropout:
             layers.append(keras.layers.Dropout(cfg.dropout, seed=next(seeds)))
-    layers.append(keras.layers.Dense(n_classes, activation="softmax", kernel_initializer=init()))
+    if n_classes:
+        head = keras.layers.Dense(n_classes, activation="softmax", kernel_initializer=init())
+    else:
+        head = keras.layers.Dense(1, kernel_initializer=init())
+    layers.append(head)
     model = keras.Sequential(layers)
     optimizer = keras.optimizers.get(cfg.optimizer)
     if cfg.learning_rate is not None:
         optimizer.learning_rate = cfg.learning_rate
-    model.compile(loss=cfg.loss, optimizer=optimizer)
+    model.compile(
+        loss="categorical_crossentropy" if n_classes else REGRESSION_LOSSES[loss or "mse"],
+        optimizer=optimizer,
+    )
     return model
 
 
 def score_test_fold(model: Any, x_test: np.ndarray, y_test: np.ndarray) -> dict[str, float]:
-    """Loss and accuracy on the test fold mid-training (opt-in `--validate-every`), for curves."""
-    probs = np.clip(np.asarray(model(x_test, training=False)), 1e-7, 1.0)
+    """The test fold's loss (and accuracy) mid-training (opt-in `--validate-every`), for curves."""
+    out = np.asarray(model(x_test, training=False))
+    if y_test.shape[1] == 1:  # regression: mean squared error on the z-scored target
+        return {"val_loss": float(((out - y_test) ** 2).mean())}
+    probs = np.clip(out, 1e-7, 1.0)
     return {
         "val_loss": float(-(y_test * np.log(probs)).sum(axis=1).mean()),
         "val_accuracy": float((probs.argmax(1) == y_test.argmax(1)).mean()),
     }
 
 
+def prepare_fold(
+    table: pd.DataFrame, spec: ResolvedSpec, train_positions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Features and encoded target of every row, preprocessing fitted where the spec says.
+
+    `fold` scope fits medians, z-scores and the regression target's scale on this fold's
+    training rows only (like a scikit-learn Pipeline inside cross_val_predict); `global`
+    fits them on the whole table, as the notebook did.
+    """
+    fit_rows = train_positions if spec.scope == "fold" else None
+    params = fit_preprocessor(table, spec, fit_rows)
+    x = transform(table, spec, params)
+    y = encode_target(table, spec, params)
+    return x, (y if y.ndim == 2 else y[:, None]), params
+
+
+def fold_scores(spec: ResolvedSpec, truth: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """accuracy + log-loss (classification) or RMSE + MAE in the target's units (regression)."""
+    if spec.task == "regression":
+        error = predictions - truth
+        return {"rmse": float(np.sqrt((error**2).mean())), "mae": float(np.abs(error).mean())}
+    labels = truth.argmax(axis=1)
+    eps = np.finfo(predictions.dtype).eps  # clipped like sklearn's log_loss
+    picked = np.clip(predictions[np.arange(len(labels)), labels], eps, 1)
+    return {
+        "accuracy": float((predictions.argmax(axis=1) == labels).mean()),
+        "log_loss": float(-np.log(picked).mean()),
+    }
+
+
+class NonFiniteError(PermanentError):
+    """Training diverged (loss or predictions NaN/inf): retrying the same maths cannot help."""
+
+
 @lru_cache(maxsize=4)
-def _cached_xy(data: CleanedData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _cached_table(data: CleanedData) -> pd.DataFrame:
     """Read the cleaned table once per worker process, however many folds it trains."""
-    return load_xy(data)
+    return load_table(data)
 
 
 # Retries come from the run's config (`retry_options`, applied in flows/fanout.py).
 @task(
     name="train-fold",
-    task_run_name="fold-{fold.index}",
+    task_run_name="{fold.label}",
     retry_condition_fn=retry_unless_permanent,
     cache_key_fn=fold_cache_key,
     persist_result=True,
@@ -215,14 +269,21 @@ def train_fold(
     tf = import_tensorflow(runtime.threads, runtime.gpu)
     import keras
 
-    ids, x, y = _cached_xy(data)
+    table, spec = _cached_table(data), data.spec
     train_pos, test_pos = fold.train_positions(), fold.test_positions
+    x, y, params = prepare_fold(table, spec, train_pos)
+    keys = table[spec.key].to_numpy()
     x_train, y_train, x_test, y_test = x[train_pos], y[train_pos], x[test_pos], y[test_pos]
 
     span = epochs_per_call(model.epochs, runtime.log_every, runtime.validate_every)
     keras.backend.clear_session()
     keras.utils.set_random_seed(fold_seed(seed, fold.index))
-    net = build_model(x.shape[1], y.shape[1], model, fold_seed(seed, fold.index))
+    try:
+        net = build_model(
+            x.shape[1], len(spec.classes), model, fold_seed(seed, fold.index), spec.loss
+        )
+    except (ValueError, TypeError) as err:
+        raise PermanentError(f"{fold.label}: the model could not be built: {err}") from err
     trainer = GraphTrainer(tf, net, x_train, y_train, jit=uses_xla(model, runtime))
     shuffles = np.random.default_rng(fold_seed(seed, fold.index))
     device = device_label(runtime.gpu, bool(tf.config.get_visible_devices("GPU")))
@@ -232,44 +293,51 @@ def train_fold(
         log_every=runtime.log_every,
         logger=logger,
         artifacts=runtime.progress_artifacts,
+        label=fold.label,
     )
     logger.info(
-        "fold %d/%d attempt %d: training on %d rows, testing on %d, %d epochs, %s, %d thread(s)%s",
-        fold.index, fold.n_folds, attempt, len(train_pos), len(test_pos),
+        "%s/%d attempt %d: training on %d rows, testing on %d, %d epochs, %s, %d thread(s)%s",
+        fold.label, fold.n_folds, attempt, len(train_pos), len(test_pos),
         model.epochs, device, runtime.threads, ", XLA" if uses_xla(model, runtime) else "",
     )  # fmt: skip
     started = time.time()
     history: dict[str, list[float]] = {"epoch": [], "loss": []}
     for done in range(span, model.epochs + 1, span):
         batches = epoch_batches(len(x_train), model.batch_size, span, shuffles)
-        logs = {"loss": trainer.train(*batches)}
+        losses = trainer.train(*batches)
+        logs = {"loss": losses[-1]}
         if runtime.validate_every and done % runtime.validate_every == 0:
             logs.update(score_test_fold(net, x_test, y_test))
             progress.record_validation(done, logs)
-        history["epoch"].append(float(done))
-        history["loss"].append(logs["loss"])
+        history["epoch"].extend(float(e) for e in range(done - span + 1, done + 1))
+        history["loss"].extend(losses)
         progress.on_epoch(done, logs)
     # A direct call, not predict(): no new tf.function (and retracing warning) per fold.
-    probabilities = np.asarray(net(x_test, training=False), dtype=np.float64)
-    probabilities /= probabilities.sum(axis=1, keepdims=True)  # float32 softmax -> sums to 1
+    raw = np.asarray(net(x_test, training=False), dtype=np.float64)
+    if spec.task == "regression":
+        predictions = decode_regression(raw[:, 0], params)
+        truth = decode_regression(y_test[:, 0], params)
+    else:
+        predictions = raw / raw.sum(axis=1, keepdims=True)  # float32 softmax -> sums to 1
+        truth = y_test
     finished = time.time()
-
-    truth = y_test.argmax(axis=1)
-    accuracy = float((probabilities.argmax(axis=1) == truth).mean())
-    eps = np.finfo(probabilities.dtype).eps  # clipped like sklearn's log_loss
-    loss = float(-np.log(np.clip(probabilities[np.arange(len(truth)), truth], eps, 1)).mean())
+    if not (np.isfinite(predictions).all() and np.isfinite(history["loss"]).all()):
+        raise NonFiniteError(
+            f"{fold.label}: training diverged (loss {history['loss'][-1]}); its predictions "
+            "are not finite. Check the data for extreme values, or lower --learning-rate"
+        )
+    scores = fold_scores(spec, truth, predictions)
     history.update(progress.validation_history)
     logger.info(
-        "fold %d: accuracy %.4f, log-loss %.4f, %.1f s", fold.index, accuracy, loss,
-        finished - started,
+        "%s: %s, %.1f s", fold.label,
+        ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), finished - started,
     )  # fmt: skip
     return FoldResult(
         fold=fold.index,
-        test_ids=ids[test_pos],
+        test_ids=keys[test_pos],
         test_positions=test_pos,
-        probabilities=probabilities,
-        accuracy=accuracy,
-        log_loss=loss,
+        predictions=predictions,
+        scores=scores,
         final_loss=history["loss"][-1],
         epochs=model.epochs,
         train_seconds=finished - started,
@@ -279,4 +347,5 @@ def train_fold(
         device=device,
         attempt=attempt,
         history=history,
+        repeat=fold.repeat,
     )

@@ -61,9 +61,9 @@ def sk_frame(loader, **kw) -> pd.DataFrame:
 
 def test_no_target_means_the_preset_and_the_preset_fixes_the_schema():
     spec = DataSpec()
-    assert spec.preset == "jh-simple" and spec.resolved_scope() == "global"
+    assert spec.active_preset == "jh-simple" and spec.resolved_scope() == "global"
     assert DataSpec(preprocess_scope="fold").resolved_scope() == "fold"
-    assert DataSpec(target="y").preset is None and DataSpec(target="y").resolved_scope() == "fold"
+    assert DataSpec(target="y").active_preset is None and DataSpec(target="y").resolved_scope() == "fold"
     with pytest.raises(ValidationError, match="fixes the schema"):
         DataSpec(preset="jh-simple", target="product")
     with pytest.raises(ValidationError, match="fixes the schema"):
