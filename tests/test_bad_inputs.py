@@ -40,6 +40,7 @@ import tasks.outputs
 from flows.cross_validate import cross_validate
 from tasks.clean import CLEAN_VERSION, cache_path, clean_to_parquet
 from tasks.config import BUNDLED_DATA, CVConfig, DownloadConfig, ExecutionConfig, ModelConfig
+from tasks.dataspec import DataSpec
 from tasks.download import download_csv
 from tasks.folds import plan_folds, split_folds
 from tasks.join import METRICS_JSON, OOF_CSV, OOF_PARQUET, join_out_of_fold
@@ -234,7 +235,7 @@ def _corrupt_cache(how: Callable[[bytes], bytes]) -> Callable[[Ctx], None]:
 
     def prepare(ctx: Ctx) -> None:
         sha = hashlib.sha256(ctx.body or b"").hexdigest()
-        built = clean_to_parquet.fn(ctx.source, sha, str(ctx.cache_dir))
+        built = clean_to_parquet.fn(ctx.source, sha, str(ctx.cache_dir), DataSpec())
         path = Path(built.path)
         path.write_bytes(how(path.read_bytes()))
 
@@ -243,7 +244,7 @@ def _corrupt_cache(how: Callable[[bytes], bytes]) -> Callable[[Ctx], None]:
 
 def _cache_rebuilt(ctx: Ctx, good: GoodRun) -> None:
     sha = hashlib.sha256(ctx.body or b"").hexdigest()
-    path = cache_path(str(ctx.cache_dir), sha)
+    path = cache_path(str(ctx.cache_dir), sha, DataSpec())
     table = pq.read_table(path)  # readable again: rebuilt, not trusted
     assert table.num_rows == 100
     meta = json.loads(pq.read_schema(path).metadata[b"foldflow"])
@@ -455,7 +456,7 @@ CASES = [
             "stratified 5-fold",
             "class 'a' has 2",
             body=to_bytes(rare_class_lines()),
-            config={"stratified": True},
+            config={"splitter": "stratified"},
         ),
         id="class-too-rare-for-stratified",
     ),
@@ -717,8 +718,7 @@ def _crash_second_rename(monkeypatch: pytest.MonkeyPatch) -> None:
 def _synthetic_join_inputs(good: GoodRun) -> tuple[Any, list[Any], list[FoldResult]]:
     """The good run's cleaned data and fold plan, with uniform (so different) predictions."""
     sha = hashlib.sha256(BUNDLED_DATA.read_bytes()).hexdigest()
-    data = clean_to_parquet.fn(str(BUNDLED_DATA), sha, str(good.cache_dir))
-    assert data.reused
+    data = clean_to_parquet.fn(str(BUNDLED_DATA), sha, str(good.cache_dir), DataSpec())
     ids = pd.read_parquet(data.path, columns=["id"])["id"].to_numpy()
     folds = split_folds(data.n_rows, 5, True, 42)
     k = len(data.classes)
@@ -727,9 +727,8 @@ def _synthetic_join_inputs(good: GoodRun) -> tuple[Any, list[Any], list[FoldResu
             fold=spec.index,
             test_ids=ids[spec.test_positions],
             test_positions=spec.test_positions,
-            probabilities=np.full((len(spec.test_positions), k), 1.0 / k),
-            accuracy=0.1,
-            log_loss=float(np.log(k)),
+            predictions=np.full((len(spec.test_positions), k), 1.0 / k),
+            scores={"accuracy": 0.1, "log_loss": float(np.log(k))},
             final_loss=1.0,
             epochs=2,
             train_seconds=0.0,

@@ -216,13 +216,13 @@ def test_dask_flow_end_to_end_equals_process_runner(tmp_path):
         check_exact=True,
     )
     for metrics in (dask_metrics, proc_metrics):
-        assert len(metrics["folds"]) == 5 and not metrics["missing_folds"]
+        assert len(metrics["folds"]) == 5 and not metrics["failed_folds"]
         assert len({f["worker"] for f in metrics["folds"]}) >= 2
         assert all(f["attempt"] == 1 for f in metrics["folds"])
     here = f":{os.getpid()}"
     assert not any(f["worker"].endswith(here) for f in dask_metrics["folds"])
-    assert [f["accuracy"] for f in dask_metrics["folds"]] == [
-        f["accuracy"] for f in proc_metrics["folds"]
+    assert [f["scores"] for f in dask_metrics["folds"]] == [
+        f["scores"] for f in proc_metrics["folds"]
     ]
 
 
@@ -232,7 +232,7 @@ def test_flow_with_gpus_runs_one_fold_per_gpu_worker(tmp_path):
         tmp_path, "gpus", ExecutionConfig(runner="process", gpus=[3, 5]), folds=3
     )
     folds = metrics["folds"]
-    assert len(folds) == 3 and not metrics["missing_folds"]
+    assert len(folds) == 3 and not metrics["failed_folds"]
     assert len({f["worker"] for f in folds}) == 2
     assert {f["device"] for f in folds} == {"CPU"}  # no real GPU here: TensorFlow sees none
     assert (out / "oof_predictions.parquet").exists()

@@ -38,7 +38,7 @@ def test_flow_writes_an_aligned_oof_table(tmp_path, bundled_csv):
     probs = table[[f"p_{c}" for c in metrics["classes"]]]
     assert (probs.idxmax(axis=1).str[2:] == table["predicted"]).all()
     assert len({f["worker"] for f in metrics["folds"]}) == 2  # two worker processes
-    assert metrics["data_sha256"] and metrics["config"]["model"]["epochs"] == 3
+    assert metrics["data_sha256"] and metrics["run"]["config"]["model"]["epochs"] == 3
 
 
 def test_a_failed_fold_fails_the_flow_and_names_the_fold(tmp_path, monkeypatch):

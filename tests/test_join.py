@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from tasks.clean import CleanedData
+from tasks.dataspec import ResolvedSpec
 from tasks.errors import FoldFailedError
 from tasks.folds import split_folds
 from tasks.join import PartitionError, join_out_of_fold
@@ -24,7 +25,13 @@ def make_data(tmp_path, n=23):
     labels = np.array(CLASSES)[ids % 3]
     path = tmp_path / "clean.parquet"
     pd.DataFrame({"id": ids, "product": labels}).to_parquet(path)
-    data = CleanedData(str(path), "key", "f" * 64, n, ("x",), CLASSES)
+    spec = ResolvedSpec(
+        target="product", task="classification", task_reason="declared", key="id",
+        id_column="id", numeric=["x"], zscore=[], categorical=[], vocabularies={},
+        classes=list(CLASSES), missing_policy={}, dropped={}, scope="fold",
+        group_column=None, loss="mse", n_rows=n, excluded_target_rows=0,
+    )  # fmt: skip
+    data = CleanedData(str(path), "key", "f" * 64, n, json.dumps(spec.to_dict()))
     return data, ids, labels
 
 
@@ -35,8 +42,8 @@ def encoded_result(fold, ids, accuracy=1.0):
     probs[np.arange(len(pos)), ids[pos] % 3] = 1.0 - ids[pos] / 1e6
     probs[np.arange(len(pos)), (ids[pos] + 1) % 3] = ids[pos] / 1e6
     return FoldResult(
-        fold=fold.index, test_ids=ids[pos], test_positions=pos, probabilities=probs,
-        accuracy=accuracy, log_loss=0.1, final_loss=0.2, epochs=1, train_seconds=0.5,
+        fold=fold.index, test_ids=ids[pos], test_positions=pos, predictions=probs,
+        scores={"accuracy": accuracy, "log_loss": 0.1}, final_loss=0.2, epochs=1, train_seconds=0.5,
         started_at=0.0, finished_at=1.0, worker="w", device="CPU", attempt=1,
     )  # fmt: skip
 
@@ -87,9 +94,10 @@ def test_failed_fold_fails_the_join_by_default_and_partial_is_opt_in(tmp_path):
     with pytest.raises(FoldFailedError, match="^fold 2 failed: RuntimeError: boom"):
         join_out_of_fold.fn(data, folds, outcomes, str(tmp_path / "out"), {})
     outcome = join_out_of_fold.fn(data, folds, outcomes, str(tmp_path / "out"), {}, min_folds=2)
-    assert outcome.metrics["partial"] is True and outcome.metrics["missing_folds"] == [2]
+    assert outcome.metrics.partial is True
+    assert [f.fold for f in outcome.metrics.failed_folds] == [2]
     table = pd.read_parquet(outcome.paths["oof_predictions.parquet"])
     missing = set(ids[folds[1].test_positions])
     assert set(table.loc[table["missing"], "id"]) == missing
     assert table.loc[table["missing"], "predicted"].isna().all()
-    assert outcome.metrics["n_scored"] == len(ids) - len(missing)
+    assert outcome.metrics.n_scored == len(ids) - len(missing)

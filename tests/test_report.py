@@ -8,6 +8,7 @@ import re
 import pytest
 
 from tasks.faults import parse_fail_folds
+from tasks.metrics import RunMetrics
 from tasks.progress import RateLimiter
 from tasks.report import render_summary
 
@@ -58,11 +59,11 @@ def test_summary_numbers_match_metrics_json(tmp_path):
     )
     result = cross_validate(cfg)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    text = render_summary(metrics, result["paths"])
+    text = render_summary(RunMetrics.model_validate(metrics), result["paths"])
     assert f"**{metrics['final_accuracy']:.4f}**" in text
     assert f"{metrics['mean_accuracy']:.4f} ± {metrics['std_accuracy']:.4f}" in text
     for fold in metrics["folds"]:
-        assert re.search(rf"\| {fold['fold']} \| {fold['accuracy']:.4f} \|", text)
+        assert re.search(rf"\| {fold['label']} \| {fold['scores']['accuracy']:.4f} \|", text)
     for cls, row in zip(metrics["classes"], metrics["confusion_matrix"]):
         assert f"| **{cls}** | " + " | ".join(map(str, row)) + " |" in text
     for cls, scores in metrics["per_class"].items():

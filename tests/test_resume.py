@@ -86,8 +86,8 @@ def test_partial_results_are_opt_in(tmp_path, monkeypatch):
     state, _ = run(config(tmp_path, min_folds=4))
     assert state.is_completed()
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["partial"] is True and metrics["missing_folds"] == [4]
-    assert "failed after 1 attempt:" in metrics["fold_errors"]["4"]
+    assert metrics["partial"] is True and [f["fold"] for f in metrics["failed_folds"]] == [4]
+    assert "failed after 1 attempt:" in metrics["failed_folds"][0]["error"]
     table = oof(tmp_path)
     assert table.loc[table["fold"] == 4, "missing"].all()
     assert not table.loc[table["fold"] != 4, "missing"].any()

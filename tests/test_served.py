@@ -296,16 +296,16 @@ def test_served_deployment_runs_with_fold_tasks_and_artifacts(server):
         assert {"fold-results", "cv-summary"} <= set(artifacts), sorted(artifacts)
         table = artifacts["fold-results"].data
         rows = json.loads(table) if isinstance(table, str) else table
-        assert [row["fold"] for row in rows] == [1, 2, 3, 4, 5]
+        assert [row["fold"] for row in rows] == sorted(FOLDS)
         assert all(0 <= row["accuracy"] <= 1 for row in rows), rows
 
         metrics_path = launcher.root / "serve-ok" / "output" / "metrics.json"
         metrics = json.loads(metrics_path.read_text())
         assert [row["accuracy"] for row in rows] == [
-            round(f["accuracy"], 4) for f in metrics["folds"]
+            round(f["scores"]["accuracy"], 4) for f in metrics["folds"]
         ]
         assert f"{metrics['final_accuracy']:.4f}" in artifacts["cv-summary"].data
-        assert metrics["config"]["model"]["epochs"] == 2
+        assert metrics["run"]["config"]["model"]["epochs"] == 2
 
     with api(url) as client:  # stopping serve left the finished run as it was
         assert client.read_flow_run(run.id).state.is_completed()
