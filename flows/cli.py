@@ -195,6 +195,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Print the resolved DataSpec as YAML (declared plus inferred), training nothing."""
+    import logging
+
+    import yaml
+
+    from tasks.clean import describe_spec
+    from tasks.dataspec import declared_spec, read_table, resolve_spec
+    from tasks.download import download_csv
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    config = config_from_args(args)
+    raw = download_csv.fn(
+        config.source,
+        f"{config.cache_dir}/downloads",
+        expected_sha256=config.sha256,
+        timeout_s=config.download.timeout_s,
+        max_bytes=config.download.max_bytes,
+    )
+    frame = read_table(raw.path, raw.source, config.data)
+    resolved = resolve_spec(frame, config.data, raw.source, logging.getLogger("foldflow").warning)
+    print(f"# data spec of {raw.source}: {resolved.n_rows} rows")
+    for line in describe_spec(resolved):
+        print(f"# {line}")
+    declared = declared_spec(resolved, config.data).model_dump(mode="json", exclude_defaults=True)
+    print(yaml.safe_dump({"source": raw.source, "data": declared}, sort_keys=False), end="")
+    return 0
+
+
 def load_grid(path: str) -> list[dict[str, Any]]:
     """A grid file: a list of {name, changes} or a mapping name -> ModelConfig changes."""
     data = _load_file(path)
@@ -255,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         help="progress bars instead of log lines (default: when stderr is a terminal)",
     )
     run.set_defaults(func=cmd_run)
+    inspect = sub.add_parser("inspect", help="print the inferred data spec as YAML; no training")
+    add_config_options(inspect)
+    inspect.set_defaults(func=cmd_inspect)
     compare = sub.add_parser("compare", help="compare regularizers on the same folds")
     compare.add_argument("--grid", help="YAML/JSON grid of named model changes")
     compare.add_argument("--baseline", help="grid entry to test against (default: l1-activity)")

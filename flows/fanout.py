@@ -144,7 +144,7 @@ def run_folds(
     with make_task_runner(execution, workers) as runner, fold_resources(execution, runner):
         for name, model in models.items():
             named = fold_task.with_options(
-                task_run_name="fold-{fold.index}" + (f"-{name}" if name else "")
+                task_run_name="{fold.label}" + (f"-{name}" if name else "")
             )
             futures[name] = list(
                 runner.map(

@@ -413,6 +413,27 @@ class ResolvedSpec:
         return cls(**data)
 
 
+def declared_spec(resolved: ResolvedSpec, base: DataSpec) -> DataSpec:
+    """The spec that declares everything `resolved` decided: save it, edit it, pass it back."""
+    if resolved.preset is not None:
+        return base
+    return base.model_copy(
+        update={
+            "preset": None,
+            "target": resolved.target,
+            "task": resolved.task,
+            "id_column": resolved.id_column,
+            "categorical": list(resolved.categorical),
+            "numeric": list(resolved.numeric),
+            "drop": [c for c in resolved.dropped if c not in (resolved.id_column,)],
+            "zscore": list(resolved.zscore),
+            "missing": dict(resolved.missing_policy),
+            "preprocess_scope": resolved.scope,
+            "group_column": resolved.group_column,
+        }
+    )
+
+
 def _normalise(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     """Strip surrounding whitespace from names and cells (blank becomes missing); count changes."""
     out = {}
@@ -867,6 +888,7 @@ def target_labels(table: pd.DataFrame, resolved: ResolvedSpec) -> np.ndarray | N
 __all__ = [
     "DataSpec",
     "ResolvedSpec",
+    "declared_spec",
     "detect_format",
     "expand_preset",
     "preset_spec",

@@ -17,6 +17,7 @@ The output-writing crash cases call `join_out_of_fold.fn` directly with syntheti
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -114,6 +115,40 @@ SMALL_SHA = hashlib.sha256(SMALL).hexdigest()
 HTML_PAGE = b"<!DOCTYPE html>\n<html><body><h1>Sign in</h1></body></html>\n"
 NON_UTF8_SMALL, NON_UTF8_SMALL_AT = with_bad_byte(small(20), 4)
 NON_UTF8_BIG, NON_UTF8_BIG_AT = with_bad_byte(big_renumbered(4), 8000)
+
+
+# --- a user's own table (issue 10's bad inputs) ----------------------------------------------
+USER_HEADER = "customer,region,plan,age,income,notes,household,y"
+
+
+def user_table(n: int = 40, **columns: Callable[[int], str]) -> list[str]:
+    """A small table of the user's own: two categorical, two numeric, text, groups, a target."""
+    cells = {
+        "customer": lambda i: str(1000 + i),
+        "region": lambda i: ("north", "south", "east")[i % 3],
+        "plan": lambda i: ("basic", "pro")[i % 2],
+        "age": lambda i: str(20 + (i * 7) % 40),
+        "income": lambda i: f"{30000 + (i * 997) % 50000}.5",
+        "notes": lambda i: f"note number {i}",
+        "household": lambda i: str(i // 4),
+        "y": lambda i: f"{(i * 13) % 17 + 0.25}",
+        **columns,
+    }
+    header = USER_HEADER.split(",")
+    return [USER_HEADER, *(",".join(cells[c](i) for c in header) for i in range(n))]
+
+
+def _big_ids_exact(ctx: Ctx, good: GoodRun) -> None:
+    """Ids beyond 2**53 and beyond int64 come back exactly as written in the file."""
+    table = pd.read_parquet(ctx.output_dir / OOF_PARQUET)
+    written = sorted(line.split(",")[0] for line in BIG_IDS[1:])
+    assert sorted(table["customer"].tolist()) == written
+
+
+BIG_IDS = user_table(
+    40, customer=lambda i: str(2**53 + 1 + i) if i % 2 else str(2**64 + i)
+)
+USER = {"data": {"target": "y", "id_column": "customer", "drop": ["notes"]}, "folds": 2}
 
 
 # --- the earlier good run whose outputs must survive every bad case -----------------------
@@ -404,7 +439,7 @@ CASES = [
     pytest.param(
         fail(
             "clean",
-            "missing required column(s) ['age']",
+            "declared column(s) 'age' (numeric)",
             body=to_bytes(drop_column(small(), "age")),
         ),
         id="missing-column",
@@ -429,7 +464,7 @@ CASES = [
     pytest.param(
         fail(
             "clean",
-            "column 'id' value 1 is duplicated (row 1 (line 2), row 3 (line 4))",
+            "id column 'id' value '1' is duplicated (row 1 (line 2), row 3 (line 4))",
             body=to_bytes([HEADER, ROWS[0], ROWS[1], set_field(ROWS[2], "id", "1"), *ROWS[3:50]]),
         ),
         id="duplicate-ids",
@@ -493,6 +528,114 @@ CASES = [
             config=TWO_FOLDS,
         ),
         id="extra-column-ignored-with-warning",
+    ),
+    # --- a user's own table ---------------------------------------------------------------------
+    pytest.param(
+        fail(
+            "clean",
+            "target column 'price' not found; found columns",
+            body=to_bytes(user_table()),
+            config={"data": {"target": "price"}},
+        ),
+        id="target-column-missing",
+    ),
+    pytest.param(
+        fail(
+            "clean",
+            "target column 'y' row 3 (line 4) is 'abc'",
+            body=to_bytes(user_table(y=lambda i: "abc" if i == 2 else str(i))),
+            config={"data": {"target": "y", "task": "regression"}},
+        ),
+        id="regression-target-not-numeric",
+    ),
+    pytest.param(
+        fail(
+            "clean",
+            "column 'income' is empty in every row",
+            body=to_bytes(user_table(income=lambda i: "")),
+            config=USER,
+        ),
+        id="column-entirely-missing",
+    ),
+    pytest.param(
+        ok(
+            40,
+            body=to_bytes(user_table(age=lambda i: "40")),
+            warns=("dropping column 'age': it is constant",),
+            config=USER,
+        ),
+        id="constant-column-dropped-with-warning",
+    ),
+    pytest.param(
+        fail(
+            "clean",
+            "column 'notes' has 40 distinct values, more than max_categories=10",
+            "--drop notes",
+            body=to_bytes(user_table()),
+            config={"data": {"target": "y", "categorical": ["notes"], "max_categories": 10}},
+        ),
+        id="too-many-categories",
+    ),
+    pytest.param(
+        fail(
+            "clean",
+            "one-hot column 'region_north'",
+            "collides",
+            body=to_bytes(
+                [USER_HEADER + ",region_north", *(r + ",1.0" for r in user_table()[1:])]
+            ),
+            config=USER,
+        ),
+        id="one-hot-name-collision",
+    ),
+    pytest.param(
+        fail(
+            "plan-folds",
+            "group column 'household' has 3 distinct group(s)",
+            body=to_bytes(user_table(household=lambda i: str(i % 3))),
+            config={**USER, "folds": 5, "splitter": "group",
+                    "data": {**USER["data"], "group_column": "household"}},
+        ),
+        id="fewer-groups-than-folds",
+    ),
+    pytest.param(
+        ok(40, body=to_bytes(BIG_IDS), config=USER, check=_big_ids_exact),
+        id="ids-beyond-float-and-int64-exact",
+    ),
+    # --- values that would train on garbage (issue 15) -------------------------------------------
+    pytest.param(
+        fail(
+            "clean",
+            "column 'age' has non-finite numbers",
+            "row 3 (line 4)",
+            body=to_bytes([HEADER, *ROWS[:2], set_field(ROWS[2], "age", "1e400"), *ROWS[3:50]]),
+        ),
+        id="non-finite-number",
+    ),
+    pytest.param(
+        fail(
+            "clean",
+            "column 'job' row 2 (line 3) has a cell of 5000 characters",
+            body=to_bytes([HEADER, ROWS[0], set_field(ROWS[1], "job", "x" * 5000), *ROWS[2:50]]),
+        ),
+        id="huge-cell",
+    ),
+    pytest.param(
+        ok(
+            100,
+            body=to_bytes(
+                [HEADER, *(set_field(r, "product", f" {get_field(r, 'product')} ")
+                           for r in ROWS[:100])]
+            ),
+            warns=("stripped surrounding whitespace",),
+            config=TWO_FOLDS,
+        ),
+        id="labels-with-spaces-stripped",
+    ),
+    pytest.param(
+        ok(100, routes=http(Reply(body=gzip.compress(SMALL))), body=gzip.compress(SMALL),
+           config=TWO_FOLDS),
+        id="gzip-served-as-csv",
     ),
     # --- cache ---------------------------------------------------------------------------------
     pytest.param(
@@ -567,10 +710,10 @@ def assert_no_partial_files(cache_dir: Path, output_dir: Path, exact: bool) -> N
     leftovers = [p for p in _walk(cache_dir) if _is_temp_name(p.name)]
     assert not leftovers, f"temporary files left in the cache: {leftovers}"
     for path in _walk(cache_dir / "downloads"):
-        assert re.fullmatch(r"[0-9a-f]{64}\.csv", path.name), f"stray download {path}"
+        assert re.fullmatch(r"[0-9a-f]{64}\.(csv|csv\.gz|zip|parquet)", path.name), path
         assert hashlib.sha256(path.read_bytes()).hexdigest() == path.stem, f"partial {path}"
     for path in _walk(cache_dir / "cleaned"):
-        pattern = rf"[0-9a-f]{{64}}-{re.escape(CLEAN_VERSION)}\.parquet"
+        pattern = rf"[0-9a-f]{{64}}-[0-9a-f]{{12}}-{re.escape(CLEAN_VERSION)}\.parquet"
         assert re.fullmatch(pattern, path.name), f"stray cleaned file {path}"
         pq.read_table(path)  # complete, or this raises
     if output_dir.is_dir():
@@ -597,7 +740,11 @@ def task_states(state: Any) -> dict[str, str]:
     found = {}
     for run in runs:
         name = names.get(run.task_key, run.name)
-        found["train-folds" if name.startswith("train-folds") else name] = run.state_type.value
+        if name.startswith("fold-"):  # the fan-out: COMPLETED only if every fold completed
+            if found.get("train-folds") in (None, "COMPLETED"):
+                found["train-folds"] = run.state_type.value
+        else:
+            found[name] = run.state_type.value
     return found
 
 
