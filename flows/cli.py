@@ -15,7 +15,12 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from flows.process import configure_process, seconds_since_start, start_api_in_background
+from flows.process import (
+    configure_process,
+    seconds_since_start,
+    start_api_in_background,
+    stop_on_signals,
+)
 from tasks.config import CompareConfig, CVConfig, DownloadConfig, ExecutionConfig, ModelConfig
 from tasks.dataspec import DataSpec
 
@@ -184,13 +189,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.cross_validate import cross_validate
 
     api.join()
-    if show_progress:
-        from flows.terminal import quiet_console_logs, run_with_progress
+    with stop_on_signals("run"):
+        if show_progress:
+            from flows.terminal import quiet_console_logs, run_with_progress
 
-        quiet_console_logs()
-        result = run_with_progress(lambda: cross_validate(config), config.folds)
-    else:
-        result = cross_validate(config)
+            quiet_console_logs()
+            folds = config.folds * config.repeats
+            result = run_with_progress(lambda: cross_validate(config), folds)
+        else:
+            result = cross_validate(config)
     print_summary(result, seconds_since_start())
     return 0
 
@@ -247,7 +254,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.baseline:
         payload["baseline"] = args.baseline
     config = CompareConfig.model_validate(payload)
-    result = compare_regularizers(config)
+    with stop_on_signals("comparison"):
+        result = compare_regularizers(config)
     print(Path(result["paths"]["md"]).read_text())
     for path in result["paths"].values():
         print(f"wrote {path}")
@@ -270,6 +278,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pause_on_shutdown=False,
     )
     return 0
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for the terminal; a lost or silent Prefect API is named by its URL."""
+    import httpx
+
+    from tasks.errors import FoldflowError
+
+    text = f"{type(err).__name__}: {err}"
+    chain = [err, err.__cause__, err.__context__]
+    ours = any(isinstance(e, FoldflowError) for e in chain)  # e.g. a download's own timeout
+    if not ours and any(isinstance(e, (httpx.TransportError, TimeoutError)) for e in chain):
+        from prefect.settings import PREFECT_API_URL
+
+        url = PREFECT_API_URL.value() or "(temporary server)"
+        return (
+            f"the Prefect API at {url} did not answer ({text or type(err).__name__}); "
+            "check that the server is running and reachable, then rerun to resume"
+        )
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # noqa: BLE001 - the CLI shows the reason, not a traceback
-        print(f"foldflow: error: {type(err).__name__}: {err}", file=sys.stderr)
+        print(f"foldflow: error: {describe_error(err)}", file=sys.stderr)
         return 1
 
 

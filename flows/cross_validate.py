@@ -74,5 +74,5 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
         outcome = join_out_of_fold(data, folds, outcomes, output_dir, run, config.min_folds)
     except FoldFailedError as err:
         # The run's state message is what the UI shows first: start it with the failed fold.
-        return Failed(message=str(err))
+        return Failed(message=str(err), data=err)
     return {"metrics": outcome.metrics.model_dump(mode="json"), "paths": outcome.paths}

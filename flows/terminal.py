@@ -45,37 +45,40 @@ def read_fold_progress(since: datetime) -> dict[str, tuple[float, int]]:
 
 
 def run_with_progress(run: Callable[[], Any], folds: int, poll_s: float = 1.0) -> Any:
-    """Run `run()` in a thread while a rich progress display shows each fold's epochs."""
+    """Run `run()` in this (main) thread while a rich display in another shows each fold.
+
+    The run keeps the main thread so that signals reach it (see flows/process.py).
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     since = datetime.now(UTC)
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = run()
-        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
-            outcome["error"] = err
-
-    worker = threading.Thread(target=target, name="foldflow-run", daemon=True)
+    finished = threading.Event()
     columns = (TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, transient=False) as progress:
-        overall = progress.add_task("folds done", total=folds)
-        bars: dict[str, Any] = {}
-        worker.start()
-        while worker.is_alive():
-            worker.join(poll_s)
-            try:
-                seen = read_fold_progress(since)
-            except Exception:  # noqa: BLE001 - the display must never break the run
-                continue
-            for label, (percent, total) in sorted(seen.items()):
-                if label not in bars:
-                    bars[label] = progress.add_task(label, total=total)
-                progress.update(bars[label], completed=round(total * percent / 100))
-            progress.update(overall, completed=sum(p >= 100 for p, _ in seen.values()))
-        if "error" not in outcome:
-            progress.update(overall, completed=folds)  # cached folds report no epochs
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
+
+    def display() -> None:
+        with Progress(*columns, transient=False) as progress:
+            overall = progress.add_task("folds done", total=folds)
+            bars: dict[str, Any] = {}
+            while not finished.wait(poll_s):
+                try:
+                    seen = read_fold_progress(since)
+                except Exception:  # noqa: BLE001 - the display must never break the run
+                    continue
+                for label, (percent, total) in sorted(seen.items()):
+                    if label not in bars:
+                        bars[label] = progress.add_task(label, total=total)
+                    progress.update(bars[label], completed=round(total * percent / 100))
+                progress.update(overall, completed=sum(p >= 100 for p, _ in seen.values()))
+            if succeeded.is_set():
+                progress.update(overall, completed=folds)  # cached folds report no epochs
+
+    succeeded = threading.Event()
+    shower = threading.Thread(target=display, name="foldflow-progress", daemon=True)
+    shower.start()
+    try:
+        value = run()
+        succeeded.set()
+        return value
+    finally:
+        finished.set()
+        shower.join(timeout=10)

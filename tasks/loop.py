@@ -49,14 +49,18 @@ class GraphTrainer:
         @tf.function(jit_compile=jit)
         def run(full: Any, tail: Any) -> Any:
             epochs, steps = tf.shape(full)[0], tf.shape(full)[1]
-            has_tail = tail.shape[1] != 0  # static: the short batch's width never changes
+            # static: the batch layout never changes between calls (fewer rows than one batch
+            # leave no full batch, and XLA cannot even compile a slice of an empty axis)
+            has_full, has_tail = full.shape[1] != 0, tail.shape[1] != 0
             batches = tf.cast(steps + (1 if has_tail else 0), tf.float32)
 
             def epoch(e: Any, losses: Any) -> tuple[Any, Any]:
                 def batch(i: Any, t: Any) -> tuple[Any, Any]:
                     return i + 1, t + step(full[e, i])
 
-                _, total = tf.while_loop(lambda i, _: i < steps, batch, (0, tf.constant(0.0)))
+                total = tf.constant(0.0)
+                if has_full:
+                    _, total = tf.while_loop(lambda i, _: i < steps, batch, (0, total))
                 if has_tail:
                     total += step(tail[e])
                 return e + 1, losses.write(e, total / batches)
