@@ -17,7 +17,12 @@ from typing import Any
 from prefect import unmapped
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from flows.process import init_fold_worker, share_ephemeral_api
+from flows.process import (
+    api_server_pids,
+    init_fold_worker,
+    share_ephemeral_api,
+    stop_child_processes,
+)
 from tasks.clean import CleanedData
 from tasks.config import CVConfig, ExecutionConfig, FoldRuntime, ModelConfig
 from tasks.errors import describe_failure, retry_options
@@ -142,24 +147,29 @@ def run_folds(
         share_ephemeral_api()  # worker processes must report to this run's API
     futures: dict[str, list[Any]] = {}
     with make_task_runner(execution, workers) as runner, fold_resources(execution, runner):
-        for name, model in models.items():
-            named = fold_task.with_options(
-                task_run_name="{fold.label}" + (f"-{name}" if name else "")
-            )
-            futures[name] = list(
-                runner.map(
-                    named,
-                    {
-                        "data": unmapped(data),
-                        "fold": folds,
-                        "model": unmapped(model),
-                        "seed": unmapped(config.seed),
-                        "runtime": unmapped(runtime),
-                    },
+        try:
+            for name, model in models.items():
+                named = fold_task.with_options(
+                    task_run_name="{fold.label}" + (f"-{name}" if name else "")
                 )
-            )
-        track_folds_done([future for group in futures.values() for future in group])
-        return {
-            name: [collect_outcome(future, fold.index) for future, fold in zip(group, folds)]
-            for name, group in futures.items()
-        }
+                futures[name] = list(
+                    runner.map(
+                        named,
+                        {
+                            "data": unmapped(data),
+                            "fold": folds,
+                            "model": unmapped(model),
+                            "seed": unmapped(config.seed),
+                            "runtime": unmapped(runtime),
+                        },
+                    )
+                )
+            track_folds_done([future for group in futures.values() for future in group])
+            return {
+                name: [collect_outcome(future, fold.index) for future, fold in zip(group, folds)]
+                for name, group in futures.items()
+            }
+        except BaseException as stop:
+            if not isinstance(stop, Exception):  # Ctrl-C, SIGTERM: never wait for running folds
+                stop_child_processes(keep=api_server_pids())
+            raise

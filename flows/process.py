@@ -23,9 +23,12 @@ _IMPORTED = time.monotonic()
 
 # TensorFlow's C++ info/warning lines (oneDNN, CUDA probing) and Prefect's telemetry (which
 # cannot reach the internet from most clusters) are noise in a run's terminal and log.
+# DO_NOT_TRACK=1 also keeps Prefect's first-run telemetry notice off the terminal; set
+# DO_NOT_TRACK=0 yourself to opt back in.
 QUIET_ENVIRONMENT = {
     "TF_CPP_MIN_LOG_LEVEL": "3",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
 }
 # A lost or silent API must fail a run in bounded time, not after minutes of retries: each
 # request gives up after 15 s and is retried twice (Prefect's defaults: 60 s, 5 retries).

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect.tasks import exponential_backoff
-
 # Retry delays double from the configured first delay but never grow past this (seconds).
 MAX_RETRY_DELAY_S = 60.0
 
@@ -62,6 +60,8 @@ def retry_options(retries: int, delay_s: float) -> dict[str, Any]:
     """
     if retries < 0 or delay_s < 0:
         raise ValueError(f"retries and delay_s must be >= 0, got {retries} and {delay_s}")
+    from prefect.tasks import exponential_backoff
+
     cap = max(MAX_RETRY_DELAY_S, delay_s)
     delays = [min(float(d), cap) for d in exponential_backoff(backoff_factor=delay_s)(retries)]
     return {"retries": retries, "retry_delay_seconds": delays, "retry_jitter_factor": 0.5}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -87,33 +90,63 @@ def fold_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     return f"fold-{fold.index}-{stable_hash(payload, 32)}"
 
 
-def import_tensorflow(threads: int, gpu: int | None) -> Any:
+@contextlib.contextmanager
+def native_stderr_to(logger: Any) -> Iterator[None]:
+    """Send what C++ libraries write to stderr (fd 2) to the log at debug level meanwhile.
+
+    TensorFlow's import and device probing print oneDNN, CUDA and absl notices straight to
+    fd 2, past Python's logging, where they scramble the terminal's progress display.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode(errors="replace").strip()
+            if text:
+                logger.debug("native library output:\n%s", text)
+
+
+def import_tensorflow(threads: int, gpu: int | None, logger: Any = None) -> Any:
     """Import TensorFlow once per worker with its thread budget and at most one visible GPU."""
-    first = "tensorflow" not in sys.modules
-    if first:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
-        os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        return tf
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
+    with native_stderr_to(logger or run_logger()):
+        tf = _first_import(threads, gpu)
+    return tf
+
+
+def _first_import(threads: int, gpu: int | None) -> Any:
+    """The first import: threads, the visible GPU, determinism, a quiet Python logger."""
     import tensorflow as tf
 
-    if first:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError:
-            pass  # runtime already initialised by someone else in this process
-        gpus = tf.config.list_physical_devices("GPU")
-        try:
-            if gpu is None or not gpus:
-                tf.config.set_visible_devices([], "GPU")
-            else:
-                # Workers that own one GPU see it as their first device (CUDA_VISIBLE_DEVICES).
-                chosen = gpus[gpu] if gpu < len(gpus) and len(gpus) > 1 else gpus[0]
-                tf.config.set_visible_devices([chosen], "GPU")
-                tf.config.experimental.set_memory_growth(chosen, True)
-        except RuntimeError:
-            pass
-        tf.config.experimental.enable_op_determinism()
+    tf.get_logger().setLevel("ERROR")  # e.g. tf.function retracing notes: not the user's concern
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # runtime already initialised by someone else in this process
+    gpus = tf.config.list_physical_devices("GPU")
+    try:
+        if gpu is None or not gpus:
+            tf.config.set_visible_devices([], "GPU")
+        else:
+            # Workers that own one GPU see it as their first device (CUDA_VISIBLE_DEVICES).
+            chosen = gpus[gpu] if gpu < len(gpus) and len(gpus) > 1 else gpus[0]
+            tf.config.set_visible_devices([chosen], "GPU")
+            tf.config.experimental.set_memory_growth(chosen, True)
+    except RuntimeError:
+        pass
+    tf.config.experimental.enable_op_determinism()
     return tf
 
 
@@ -266,7 +299,7 @@ def train_fold(
     logger = run_logger()
     attempt, _ = current_attempt()
     maybe_inject_fault(fold.index, attempt, runtime.faults)
-    tf = import_tensorflow(runtime.threads, runtime.gpu)
+    tf = import_tensorflow(runtime.threads, runtime.gpu, logger)
     import keras
 
     table, spec = _cached_table(data), data.spec

@@ -1,0 +1,159 @@
+"""Stops when told, leaves nothing running, fails in bounded time when the API goes silent.
+
+Subprocess tests of the real `foldflow run` (process pool, temporary API server): a signal
+mid-fold, then the exit code, the time it took, the earlier outputs, and that no process of
+the run is left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "flows.cli"]
+
+
+def start_run(tmp_path: Path, *options: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`foldflow run` as a terminal would start it: its own process group, long folds."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    (tmp_path / "home").mkdir(exist_ok=True)
+    return subprocess.Popen(
+        [*CLI, "run", "--no-progress", "--epochs", "100000", "--folds", "2",
+         "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+         *options],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+        env={**base, "PREFECT_HOME": str(tmp_path / "home"), **(env or {})},
+    )  # fmt: skip
+
+
+class Output:
+    """Collects a process's output in the background; waits for a line."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} not seen in {timeout} s:\n{''.join(self.lines)[-3000:]}")
+
+    @property
+    def text(self) -> str:
+        self._thread.join(timeout=10)
+        return "".join(self.lines)
+
+
+def processes_of(main_pid: int, marker: str) -> list[psutil.Process]:
+    """Living processes of the run: the main one, its workers, its API server."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if proc.pid == main_pid or marker in cmd or f"--api-for {main_pid}" in cmd:
+            found.append(proc)
+    return [p for p in found if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def workers_of(main_pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(main_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def wait_gone(main_pid: int, marker: str, timeout: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    left = processes_of(main_pid, marker)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.3)
+        left = processes_of(main_pid, marker)
+    return left
+
+
+@pytest.mark.parametrize(
+    ("how", "code"),
+    [("group-sigint", 130), ("sigterm", 143)],
+    ids=["ctrl-c-to-the-process-group", "sigterm-to-the-main-process"],
+)
+def test_a_signal_stops_the_run_within_seconds(tmp_path, how, code):
+    earlier = tmp_path / "out" / "metrics.json"
+    earlier.parent.mkdir()
+    earlier.write_text('{"earlier": true}\n')
+    proc = start_run(tmp_path)
+    out = Output(proc)
+    out.wait_for("epoch", timeout=180)  # a fold is training
+    assert len(workers_of(proc.pid)) >= 3  # API server, resource tracker, fold workers
+    sent = time.monotonic()
+    if how == "group-sigint":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == code, out.text[-3000:]
+    took = time.monotonic() - sent
+    assert took < 15, f"took {took:.1f} s"
+    assert "Run the same command again to resume" in out.text
+    assert wait_gone(proc.pid, str(tmp_path), timeout=10) == []
+    assert earlier.read_text() == '{"earlier": true}\n'
+
+
+def test_sigkill_leaves_no_orphans(tmp_path):
+    proc = start_run(tmp_path)
+    out = Output(proc)
+    out.wait_for("epoch", timeout=180)
+    children = workers_of(proc.pid)
+    assert any("--api-for" in " ".join(c.cmdline()) for c in children)
+    proc.kill()
+    proc.wait(timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert alive == [], [" ".join(p.cmdline())[:120] for p in alive]
+
+
+def test_a_silent_api_fails_the_run_in_bounded_time_naming_it(tmp_path):
+    """An API that accepts connections and never answers: a clear error, not a hang."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+
+    def accept_and_say_nothing() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept_and_say_nothing, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/api"
+    started = time.monotonic()
+    proc = start_run(
+        tmp_path, env={"PREFECT_API_URL": url, "PREFECT_API_REQUEST_TIMEOUT": "2"}
+    )
+    out = Output(proc)
+    try:
+        code = proc.wait(timeout=120)
+    finally:
+        listener.close()
+    took = time.monotonic() - started
+    assert code == 1, out.text[-3000:]
+    assert took < 60, f"took {took:.1f} s"
+    assert f"the Prefect API at {url} did not answer" in out.text, out.text[-3000:]
+    assert wait_gone(proc.pid, str(tmp_path), timeout=10) == []
