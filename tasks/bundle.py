@@ -75,8 +75,12 @@ def package_versions() -> dict[str, str | None]:
 
 
 def _json_text(payload: Any) -> str:
-    """Stable JSON text (sorted keys): a rerun with the same results writes the same bytes."""
-    return json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    """Stable JSON text: a rerun with the same results writes the same bytes.
+
+    Keys keep their order: the order of the numeric columns in preprocessing params is the
+    order of the model's inputs.
+    """
+    return json.dumps(payload, indent=2) + "\n"
 
 
 def bundle_files(

@@ -76,7 +76,8 @@ def read_new_rows(path: str, label: str, bundle: Bundle) -> NewRows:
         given = given.mask(given == "")
         if given.notna().any():
             labelled = typed_table(frame, scoring, label)[spec.target]
-            truth = pd.Series(pd.NA, index=range(len(frame)), dtype=labelled.dtype)
+            kind = "Float64" if spec.task == "regression" else "string"
+            truth = pd.Series(pd.NA, index=range(len(frame)), dtype=kind)
             truth[np.flatnonzero(given.notna().to_numpy())] = labelled.to_numpy()
     table = typed_table(frame.assign(**{spec.target: PLACEHOLDER_TARGET}), scoring, label)
     for message in warnings:
