@@ -174,3 +174,41 @@ def test_the_bundle_loads_in_a_fresh_process_with_keras_numpy_json_only(tmp_path
     np.testing.assert_allclose(
         probs[rows["row"].to_numpy()], rows[classes].to_numpy(float), rtol=0, atol=1e-6
     )
+
+
+def test_repeated_folds_are_named_by_repeat_and_the_ensemble_spreads(tmp_path, diabetes_csv):
+    out = run_cv(
+        tmp_path, source=str(diabetes_csv), data=DataSpec(target="target"), folds=2,
+        splitter="repeated", repeats=2,
+    )  # fmt: skip
+    bundle = out / "model"
+    names = {p.name for p in bundle.iterdir()}
+    for label in ("1.1", "1.2", "2.1", "2.2"):
+        assert {f"fold-{label}.keras", f"preprocess-{label}.json"} <= names
+    ensemble = predict_to_frame(tmp_path, bundle, diabetes_csv, "ensemble")
+    assert list(ensemble.columns) == ["row", "predicted", "spread"]
+    assert len(ensemble) == 442 and (ensemble["spread"] > 0).all()
+    one = predict_to_frame(tmp_path, bundle, diabetes_csv, "fold-2.1").set_index("row")
+    by_repeat = pd.read_parquet(out / "oof_predictions_by_repeat.parquet")
+    rows = by_repeat[(by_repeat["repeat"] == 2) & (by_repeat["fold"] == 1)].set_index("row")
+    np.testing.assert_allclose(
+        one.loc[rows.index, "predicted"], rows["predicted"], rtol=0, atol=1e-6
+    )
+
+
+def test_a_failed_refit_fails_the_run_and_keeps_the_earlier_bundle(tmp_path, monkeypatch):
+    out = run_cv(tmp_path, refit=True)
+    first = checksums(out / "model")
+    monkeypatch.setenv("FOLDFLOW_FAIL_FOLDS", "0")  # fold 0 is the refit ("full")
+    config = CVConfig(
+        folds=3, model=ModelConfig(epochs=4), output_dir=str(out), refit=True,
+        cache_dir=str(tmp_path / "cache"), execution=ExecutionConfig(runner="thread", workers=1),
+        fold_retries=0,
+    )  # fmt: skip
+    state = cross_validate(config, return_state=True)
+    assert state.is_failed()
+    assert state.message.startswith("full (the refit on all rows) failed after 1 attempt")
+    assert "the model bundle is unchanged" in state.message
+    assert checksums(out / "model") == first  # still the 3-epoch models
+    assert json.loads((out / "metrics.json").read_text())["run"]["config"]["model"]["epochs"] == 4
+    assert not [p for p in out.iterdir() if p.name.startswith(".model")]
