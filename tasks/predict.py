@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ def score_rows(bundle: Bundle, rows: NewRows, use: str) -> tuple[pd.DataFrame, l
     """Each chosen model's predictions, averaged for the ensemble with their spread."""
     from tasks.train import import_tensorflow
 
-    import_tensorflow(1, None)
+    import_tensorflow(os.cpu_count() or 1, None)  # one scoring process: all the cores
     spec, names = bundle.spec, model_names(bundle, use)
     warnings = _check_unseen(rows.table, spec, bundle.params(names[0]))
     for message in warnings:
