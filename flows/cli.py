@@ -21,7 +21,14 @@ from flows.process import (
     start_api_in_background,
     stop_on_signals,
 )
-from tasks.config import CompareConfig, CVConfig, DownloadConfig, ExecutionConfig, ModelConfig
+from tasks.config import (
+    CompareConfig,
+    CVConfig,
+    DownloadConfig,
+    ExecutionConfig,
+    ModelConfig,
+    PredictConfig,
+)
 from tasks.dataspec import DataSpec
 
 DEFAULTS = CVConfig()
@@ -34,6 +41,11 @@ SECTIONS: tuple[tuple[str | None, type[BaseModel], str], ...] = (
     ("model", ModelConfig, ""),
     ("execution", ExecutionConfig, ""),
     ("data", DataSpec, ""),
+    ("download", DownloadConfig, "download-"),
+)
+# `foldflow predict`: the same derivation over PredictConfig.
+PREDICT_SECTIONS: tuple[tuple[str | None, type[BaseModel], str], ...] = (
+    (None, PredictConfig, ""),
     ("download", DownloadConfig, "download-"),
 )
 # Shorter names kept from earlier versions of the CLI.
@@ -101,10 +113,12 @@ def _dest(section: str | None, name: str) -> str:
     return f"{section}.{name}" if section else name
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
+def add_config_options(
+    parser: argparse.ArgumentParser, sections: tuple = SECTIONS, kind: str = "CVConfig"
+) -> None:
     """One option per field of the config models, grouped by section."""
-    parser.add_argument("--config", help="JSON or YAML file with a CVConfig; options override it")
-    for section, model, prefix in SECTIONS:
+    parser.add_argument("--config", help=f"JSON or YAML file with a {kind}; options override it")
+    for section, model, prefix in sections:
         group = parser.add_argument_group(GROUP_TITLES[section])
         for name, info in model.model_fields.items():
             kwargs = _argument_kwargs(name, info)
@@ -129,11 +143,13 @@ def _load_file(path: str) -> dict[str, Any]:
     return json.loads(text)
 
 
-def config_from_args(args: argparse.Namespace) -> CVConfig:
+def config_from_args(
+    args: argparse.Namespace, sections: tuple = SECTIONS, config_type: type[BaseModel] = CVConfig
+) -> Any:
     """Merge a config file (if any) with the command-line options into one validated config."""
     base: dict[str, Any] = _load_file(args.config) if args.config else {}
     opts = vars(args)
-    for section, model, _ in SECTIONS:
+    for section, model, _ in sections:
         values = {
             name: opts[_dest(section, name)]
             for name in model.model_fields
@@ -143,7 +159,7 @@ def config_from_args(args: argparse.Namespace) -> CVConfig:
             base.update(values)
         elif values:
             base[section] = {**base.get(section, {}), **values}
-    return CVConfig.model_validate(base)
+    return config_type.model_validate(base)
 
 
 def print_summary(result: dict[str, Any], seconds: float) -> None:
@@ -263,15 +279,49 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Score new rows with a saved model bundle, in this process."""
+    config = config_from_args(args, PREDICT_SECTIONS, PredictConfig)
+    configure_process()
+    api = start_api_in_background()
+    from flows.predict import predict
+
+    api.join()
+    with stop_on_signals("scoring"):
+        result = predict(config)
+    for message in result["warnings"]:
+        print(f"warning: {message}")
+    if result["metrics"]:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items() if k != "n")
+        print(f"against the {result['metrics']['n']} given targets: {shown}")
+    print(f"scored {result['rows']} rows with {', '.join(result['models'])}")
+    print(f"wrote {result['output']}")
+    print(f"wall time: {seconds_since_start():.1f} s")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the flow on a cron schedule from this long-running process (no work pool needed)."""
     configure_process()
+    if args.flow == "predict":
+        from flows.predict import predict
+
+        # A predict run's PredictConfig is a run parameter (`--param config=...`, UI form).
+        predict.serve(
+            name=args.name or "on-demand",
+            cron=args.cron or None,
+            parameters={"config": PredictConfig().model_dump(mode="json")},
+            tags=["foldflow", "predict"],
+            description="foldflow: score new rows with a saved model bundle",
+            pause_on_shutdown=False,
+        )
+        return 0
     from flows.cross_validate import cross_validate
 
     config = config_from_args(args)
     cross_validate.serve(
-        name=args.name,
-        cron=args.cron or None,
+        name=args.name or "nightly",
+        cron="0 2 * * *" if args.cron is None else (args.cron or None),
         parameters={"config": config.model_dump(mode="json")},
         tags=["foldflow", f"runner-{config.execution.runner}"],
         description="foldflow k-fold cross-validation (served by `foldflow serve`)",
@@ -321,10 +371,25 @@ def main(argv: list[str] | None = None) -> int:
     add_config_options(compare)
     compare.set_defaults(func=cmd_compare)
     serve = sub.add_parser("serve", help="serve the flow on a schedule (Prefect deployment)")
-    serve.add_argument("--name", default="nightly", help="deployment name (default: nightly)")
-    serve.add_argument("--cron", default="0 2 * * *", help="cron schedule; '' for none")
+    serve.add_argument(
+        "--flow",
+        choices=["cross-validate", "predict"],
+        default="cross-validate",
+        help="the flow to serve; the run options below apply to cross-validate only "
+        "(default: cross-validate)",
+    )
+    serve.add_argument(
+        "--name", help="deployment name (default: nightly; on-demand for --flow predict)"
+    )
+    serve.add_argument(
+        "--cron",
+        help="cron schedule; '' for none (default: '0 2 * * *'; none for --flow predict)",
+    )
     add_config_options(serve)
     serve.set_defaults(func=cmd_serve)
+    predict = sub.add_parser("predict", help="score new rows with a saved model bundle")
+    add_config_options(predict, PREDICT_SECTIONS, "PredictConfig")
+    predict.set_defaults(func=cmd_predict)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -6,17 +6,19 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
-from flows.fanout import run_folds
+from flows.fanout import REFIT, run_folds
 from flows.naming import short_run_id, tag_flow_run
+from tasks.bundle import write_model_bundle
 from tasks.clean import CleanedData, clean_to_parquet
 from tasks.config import CVConfig
 from tasks.download import download_csv
 from tasks.errors import FoldFailedError, retry_options
 from tasks.folds import plan_folds
-from tasks.join import join_out_of_fold
+from tasks.join import join_out_of_fold, split_outcomes
 from tasks.metrics import RunInfo
 from tasks.outputs import check_cache_dir, check_output_dir
 from tasks.redact import redact_source
+from tasks.train import FoldResult
 
 
 def fetch_and_clean(config: CVConfig) -> CleanedData:
@@ -64,7 +66,8 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
         redact_source(config.source),
     )  # fmt: skip
     output_dir = check_output_dir(config.output_dir)
-    outcomes = run_folds(data, folds, config)[""]
+    fanned = run_folds(data, folds, config, refit=config.refit)
+    outcomes = fanned[""]
     run = RunInfo(
         model_label=config.model.label(),
         config=redacted_config(config),
@@ -75,4 +78,14 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
     except FoldFailedError as err:
         # The run's state message is what the UI shows first: start it with the failed fold.
         return Failed(message=str(err), data=err)
-    return {"metrics": outcome.metrics.model_dump(mode="json"), "paths": outcome.paths}
+    refit = fanned[REFIT][0] if config.refit else None
+    if refit is not None and not isinstance(refit, FoldResult):
+        why = refit.describe() if hasattr(refit, "describe") else "failed"
+        return Failed(message=f"full (the refit on all rows) {why}; the model bundle is unchanged")
+    results, _ = split_outcomes(folds, outcomes)
+    bundle = write_model_bundle(
+        data, results, outcome.metrics, output_dir, config.model, config.data,
+        config.config_hash(), refit,
+    )  # fmt: skip
+    paths = {**outcome.paths, "model": bundle}
+    return {"metrics": outcome.metrics.model_dump(mode="json"), "paths": paths}

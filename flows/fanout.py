@@ -4,6 +4,8 @@
 `ExecutionConfig` says), maps `train_fold` over the folds *inside the calling flow run* (so
 every fold task run, its logs and its state are on that run's own page in the UI), shows
 folds done as a progress artifact, and returns each fold's result or a `FoldFailure`.
+With `refit`, one more `train_fold` run trains the model on every row (`full_fold`): the same
+task, cache key, retries and runner as a fold, so it is cached and retried exactly like one.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from prefect import unmapped
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
@@ -29,6 +32,13 @@ from tasks.errors import describe_failure, retry_options
 from tasks.faults import fault_plan_from_env
 from tasks.folds import FoldSpec
 from tasks.train import FoldResult, fold_results_storage, train_fold
+
+REFIT = "full"  # run_folds' key for the refit's outcome (a one-item list)
+
+
+def full_fold(n_rows: int, n_folds: int) -> FoldSpec:
+    """The refit as a fold: number 0, every row trains, none is tested (label 'full')."""
+    return FoldSpec(0, n_folds, n_rows, np.empty(0, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -126,13 +136,17 @@ def run_folds(
     folds: list[FoldSpec],
     config: CVConfig,
     models: Mapping[str, ModelConfig] | None = None,
+    refit: bool = False,
 ) -> dict[str, list[FoldResult | FoldFailure]]:
     """Train every (model, fold) on the configured runner; outcomes per model, in fold order.
 
     `models` maps a name to a model (default: the config's model under the name ""); a named
-    model's fold task runs are called `fold-<k>-<name>`.
+    model's fold task runs are called `fold-<k>-<name>`. With `refit` (one model only), the
+    config's model is also trained on every row: its outcome is under the key REFIT.
     """
     models = models or {"": config.model}
+    if refit and len(models) != 1:
+        raise ValueError("refit trains one model on all rows; it needs exactly one model")
     execution = config.execution
     workers = execution.resolved_workers(len(folds) * len(models))
     runtime = FoldRuntime.from_execution(
@@ -145,19 +159,21 @@ def run_folds(
     )
     if execution.uses_dask() or (execution.runner == "process" and workers > 1):
         share_ephemeral_api()  # worker processes must report to this run's API
+    jobs = [(name, model, folds, "{fold.label}" + (f"-{name}" if name else ""))
+            for name, model in models.items()]  # fmt: skip
+    if refit:  # one more "fold": every row for training, no test rows
+        jobs.append((REFIT, next(iter(models.values())), [full_fold(data.n_rows, folds[0].n_folds)],
+                     REFIT))  # fmt: skip
     futures: dict[str, list[Any]] = {}
     with make_task_runner(execution, workers) as runner, fold_resources(execution, runner):
         try:
-            for name, model in models.items():
-                named = fold_task.with_options(
-                    task_run_name="{fold.label}" + (f"-{name}" if name else "")
-                )
+            for name, model, planned, run_name in jobs:
                 futures[name] = list(
                     runner.map(
-                        named,
+                        fold_task.with_options(task_run_name=run_name),
                         {
                             "data": unmapped(data),
-                            "fold": folds,
+                            "fold": planned,
                             "model": unmapped(model),
                             "seed": unmapped(config.seed),
                             "runtime": unmapped(runtime),
@@ -166,8 +182,8 @@ def run_folds(
                 )
             track_folds_done([future for group in futures.values() for future in group])
             return {
-                name: [collect_outcome(future, fold.index) for future, fold in zip(group, folds)]
-                for name, group in futures.items()
+                name: [collect_outcome(f, spec.index) for f, spec in zip(futures[name], planned)]
+                for name, _, planned, _ in jobs
             }
         except BaseException as stop:
             if not isinstance(stop, Exception):  # Ctrl-C, SIGTERM: never wait for running folds

@@ -27,7 +27,9 @@ REAL_DATA_URL = "https://data.heatonresearch.com/data/t81-558/jh-simple-dataset.
 # Bump when a change to the training code would change a fold's predictions: old cached
 # fold results are then no longer reused.
 # train-v3: fold tasks preprocess their own rows (DataSpec), so the data key names the spec.
-TRAINING_CODE_VERSION = "train-v3"
+# train-v4: a fold result carries its trained model (.keras bytes) and preprocessing params;
+# train-v3 results lack them, so they must not be reused.
+TRAINING_CODE_VERSION = "train-v4"
 
 
 def stable_hash(payload: Any, length: int = 64) -> str:
@@ -233,6 +235,11 @@ class CVConfig(BaseModel):
         default=None, ge=1, description="Write partial results if at least this many folds ran."
     )
     refresh: bool = Field(default=False, description="Retrain folds even if cached.")
+    refit: bool = Field(
+        default=False,
+        description="Also train the same model on all rows (preprocessing fitted on all rows), "
+        "cached like a fold, and save it in the model bundle as full.keras.",
+    )
 
     @model_validator(mode="after")
     def _check_fold_counts(self) -> CVConfig:
@@ -260,6 +267,30 @@ class CVConfig(BaseModel):
             },
             8,
         )
+
+
+class PredictConfig(BaseModel):
+    """Scoring new rows with a saved model bundle (`foldflow predict`, the `predict` flow)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(
+        default="output/model",
+        description="The model bundle folder a run wrote (<output-dir>/model).",
+    )
+    source: str = Field(
+        default=str(BUNDLED_DATA), description="Rows to score: CSV/Parquet path, URL or fsspec URL."
+    )
+    output: str = Field(
+        default="predictions.parquet", description="Predictions file (.parquet, or .csv)."
+    )
+    use: str = Field(
+        default="ensemble",
+        pattern=r"^(ensemble|full|fold-\d+(\.\d+)?)$",
+        description="ensemble (mean of the fold models), full (the --refit model) or fold-<k>.",
+    )
+    cache_dir: str = Field(default=".foldflow/cache", description="Where downloads are kept.")
+    download: DownloadConfig = DownloadConfig()
 
 
 class GridEntry(BaseModel):

@@ -38,7 +38,9 @@ class FoldSpec:
 
     @property
     def label(self) -> str:
-        """The task-run name in the UI: fold-3, or fold-2.3 for fold 3 of repeat 2."""
+        """The task-run name in the UI: fold-3, fold-2.3 (fold 3 of repeat 2), full (a refit)."""
+        if self.index == 0:
+            return "full"  # index 0, no test rows: the refit on every row (flows/fanout.py)
         return f"fold-{self.repeat}.{self.index}" if self.repeat else f"fold-{self.index}"
 
 

@@ -51,6 +51,10 @@ class FoldResult:
     attempt: int
     history: dict[str, list[float]] = field(default_factory=dict)
     repeat: int = 0
+    # The trained network as the bytes of a .keras file and the preprocessing it was fitted
+    # with (JSON-able): persisted with the result, so a cached fold brings its model back.
+    model_bytes: bytes = b""
+    preprocess: dict[str, Any] = field(default_factory=dict)
 
 
 def fold_results_storage(cache_dir: str) -> Any:
@@ -227,6 +231,16 @@ def build_model(n_features: int, n_classes: int, cfg: ModelConfig, seed: int, lo
     return model
 
 
+def model_to_bytes(net: Any) -> bytes:
+    """The network as a .keras file's bytes (weights + architecture, no pickles), to persist."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="foldflow-model-") as folder:
+        path = Path(folder) / "model.keras"
+        net.save(path)
+        return path.read_bytes()
+
+
 def score_test_fold(model: Any, x_test: np.ndarray, y_test: np.ndarray) -> dict[str, float]:
     """The test fold's loss (and accuracy) mid-training (opt-in `--validate-every`), for curves."""
     out = np.asarray(model(x_test, training=False))
@@ -339,18 +353,21 @@ def train_fold(
         batches = epoch_batches(len(x_train), model.batch_size, span, shuffles)
         losses = trainer.train(*batches)
         logs = {"loss": losses[-1]}
-        if runtime.validate_every and done % runtime.validate_every == 0:
+        if runtime.validate_every and len(test_pos) and done % runtime.validate_every == 0:
             logs.update(score_test_fold(net, x_test, y_test))
             progress.record_validation(done, logs)
         history["epoch"].extend(float(e) for e in range(done - span + 1, done + 1))
         history["loss"].extend(losses)
         progress.on_epoch(done, logs)
     # A direct call, not predict(): no new tf.function (and retracing warning) per fold.
-    raw = np.asarray(net(x_test, training=False), dtype=np.float64)
-    if spec.task == "regression":
+    if not len(test_pos):  # the refit on all rows ("full"): nothing to test
+        predictions = truth = np.zeros((0, len(spec.classes)) if spec.classes else 0)
+    elif spec.task == "regression":
+        raw = np.asarray(net(x_test, training=False), dtype=np.float64)
         predictions = decode_regression(raw[:, 0], params)
         truth = decode_regression(y_test[:, 0], params)
     else:
+        raw = np.asarray(net(x_test, training=False), dtype=np.float64)
         predictions = raw / raw.sum(axis=1, keepdims=True)  # float32 softmax -> sums to 1
         truth = y_test
     finished = time.time()
@@ -359,11 +376,12 @@ def train_fold(
             f"{fold.label}: training diverged (loss {history['loss'][-1]}); its predictions "
             "are not finite. Check the data for extreme values, or lower --learning-rate"
         )
-    scores = fold_scores(spec, truth, predictions)
+    scores = fold_scores(spec, truth, predictions) if len(test_pos) else {}
     history.update(progress.validation_history)
     logger.info(
         "%s: %s, %.1f s", fold.label,
-        ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), finished - started,
+        ", ".join(f"{k} {v:.4f}" for k, v in scores.items()) or "all rows, none tested",
+        finished - started,
     )  # fmt: skip
     return FoldResult(
         fold=fold.index,
@@ -381,4 +399,6 @@ def train_fold(
         attempt=attempt,
         history=history,
         repeat=fold.repeat,
+        model_bytes=model_to_bytes(net),
+        preprocess=params,
     )
