@@ -160,9 +160,9 @@ def classify(pid: int, cmdline: str, root: int, workers: set[int]) -> str:
 MILESTONES = (
     ("start-up: Python, CLI and Prefect imports", r"Starting temporary server", "first"),
     ("temporary Prefect API server start", r"Beginning flow run", "first"),
-    ("download, clean, plan folds, start fan-out subflow", r"Beginning subflow run", "first"),
+    ("download, clean, plan folds", r"Task run 'check-output-dir' - Finished", "first"),
     ("worker processes start (spawn, TF import)", r"attempt \d+: training on", "first"),
-    ("training: first fold start to last fold done", r"fold \d+: accuracy", "last"),
+    ("training: first fold start to last fold done", r"fold-\d+: accuracy", "last"),
     ("fold results back, join, files written", r"Flow run .* Finished in state", "last"),
 )
 LOG_LINE = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) \| \w+ +\| (.*)$")

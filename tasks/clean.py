@@ -93,8 +93,9 @@ def describe_spec(spec: ResolvedSpec) -> list[str]:
     """The resolved spec in a few lines, for the log and the UI."""
     lines = [
         f"task: {spec.task} ({spec.task_reason}); target {spec.target!r}",
-        f"key: {spec.key!r}; preprocessing fitted per {spec.scope}"
-        + (" (on each fold's training rows)" if spec.scope == "fold" else " (whole table)"),
+        f"key: {spec.key!r}; preprocessing fitted "
+        + ("on each fold's training rows (fold scope)" if spec.scope == "fold"
+           else "on the whole table (global scope, as the notebook)"),
         f"numeric: {spec.numeric} (z-scored: {spec.zscore})",
         f"categorical: {spec.categorical}",
     ]

@@ -88,7 +88,7 @@ def test_preset_expands_to_the_notebooks_schema():
 
 
 def test_jh_simple_preset_is_bit_identical_to_todays_cleaning(bundled_csv):
-    from tests.notebook_reference import notebook_clean
+    from benchmarks.notebook_cleaning import notebook_clean
 
     old, old_features = notebook_clean(str(bundled_csv))
     old_classes = sorted(old["product"].unique())
@@ -108,7 +108,7 @@ def test_jh_simple_preset_is_bit_identical_to_todays_cleaning(bundled_csv):
 
 
 def test_preset_with_blank_income_and_extra_column(tmp_path):
-    from tests.notebook_reference import notebook_clean
+    from benchmarks.notebook_cleaning import notebook_clean
 
     header = (
         "id,job,area,income,aspect,subscriptions,dist_healthy,save_rate,dist_unhealthy,age,"
