@@ -551,7 +551,7 @@ class _Resolver:
     # -- target
     def resolve_target(self) -> tuple[str, str, list[str], np.ndarray]:
         """Task, its reason, class order; also the mask of rows kept (target present)."""
-        s, name = self.spec, self.spec.target or ""
+        name = self.spec.target or ""
         target = self.frame[name]
         missing = _missing_rows(target)
         keep = target.notna().to_numpy()
@@ -566,23 +566,7 @@ class _Resolver:
         values, bad = _numbers(present)
         numeric = not bad.any()
         positions = np.flatnonzero(keep)
-        if s.task == "regression":
-            task, reason = "regression", "declared"
-        elif s.task == "classification":
-            task, reason = "classification", "declared"
-        elif not numeric:
-            task, reason = "classification", f"inferred: target {name!r} is text"
-        else:
-            distinct = len(np.unique(values))
-            integer = bool(np.all(np.isfinite(values)) and np.all(values == np.round(values)))
-            if integer and distinct <= MAX_CLASSES_INFERRED:
-                task = "classification"
-                reason = (
-                    f"inferred: integer target with {distinct} distinct values "
-                    f"(<= {MAX_CLASSES_INFERRED})"
-                )
-            else:
-                task, reason = "regression", "inferred: numeric target"
+        task, reason = self.task_of(name, numeric, values)
         if task == "regression":
             if not numeric:
                 pos = int(positions[np.flatnonzero(bad)[0]])
@@ -594,26 +578,45 @@ class _Resolver:
             return task, reason, [], keep
         if numeric:
             self.check_finite(name, values, positions)
-            order = np.unique(values)
-            classes = [_class_text(v) for v in order]
+            classes = [_class_text(v) for v in np.unique(values)]
         else:
             classes = sorted(present.unique().tolist())
-            folded: dict[str, list[str]] = {}
-            for c in classes:
-                folded.setdefault(c.casefold(), []).append(c)
-            for group in folded.values():
-                if len(group) > 1:
-                    self.warn(
-                        f"{self.label}: target column {name!r} has classes that differ only by "
-                        f"case: {group}; they are kept apart"
-                    )
+            self.warn_case_twins(name, classes)
         if len(classes) < 2:
             raise self.fail(
                 f"target column {name!r} has a single class {classes}; need at least 2 to classify"
             )
         return task, reason, classes, keep
 
+    def task_of(self, name: str, numeric: bool, values: np.ndarray) -> tuple[str, str]:
+        """The task, declared or inferred, and why: text or few integers are classes."""
+        if self.spec.task != "auto":
+            return self.spec.task, "declared"
+        if not numeric:
+            return "classification", f"inferred: target {name!r} is text"
+        distinct = len(np.unique(values))
+        integer = bool(np.all(np.isfinite(values)) and np.all(values == np.round(values)))
+        if integer and distinct <= MAX_CLASSES_INFERRED:
+            return "classification", (
+                f"inferred: integer target with {distinct} distinct values "
+                f"(<= {MAX_CLASSES_INFERRED})"
+            )
+        return "regression", "inferred: numeric target"
+
+    def warn_case_twins(self, name: str, classes: list[str]) -> None:
+        """Classes that differ only by case are kept apart, but the user should hear of it."""
+        folded: dict[str, list[str]] = {}
+        for c in classes:
+            folded.setdefault(c.casefold(), []).append(c)
+        for group in folded.values():
+            if len(group) > 1:
+                self.warn(
+                    f"{self.label}: target column {name!r} has classes that differ only by "
+                    f"case: {group}; they are kept apart"
+                )
+
     def check_finite(self, name: str, values: np.ndarray, positions: np.ndarray) -> None:
+        """Infinite numbers (inf, 1e400) would train on garbage: refuse them, naming rows."""
         infinite = np.flatnonzero(np.isinf(values))
         if len(infinite):
             raise self.fail(
@@ -624,181 +627,28 @@ class _Resolver:
 
 def resolve_spec(frame: pd.DataFrame, spec: DataSpec, label: str, warn: Warn) -> ResolvedSpec:
     """Decide every column's role and type from the declared spec plus the data, or refuse."""
-    r = _Resolver(frame, spec, label, warn)
+    r = _Stages(frame, spec, label, warn)
     s = r.spec
     r.check_declared()
-    target = s.target or ""
-    special = [c for c in (target, s.id_column, s.group_column) if c]
-
+    special = [c for c in (s.target, s.id_column, s.group_column) if c]
     # roles: declared first, then inferred (the preset declares everything and ignores extras)
-    dropped: dict[str, str] = {c: "declared in drop" for c in s.drop}
-    if r.preset is not None:
-        known = {*special, *s.categorical, *s.numeric}
-        extra = [c for c in r.columns if c not in known]
-        if extra:
-            r.warn(f"{label}: ignoring unknown column(s) {extra}")
-        dropped.update({c: f"not in the {r.preset} schema" for c in extra})
+    dropped = r.declared_drops(special)
     candidates = [c for c in r.columns if c not in special and c not in dropped]
     r.check_cell_length([*special, *candidates])
 
     task, reason, classes, keep = r.resolve_target()
     positions = np.flatnonzero(keep)  # file positions of the rows kept
     kept = r.frame[keep].reset_index(drop=True)
-
-    id_dtype: Literal["int64", "string"] = "string"
-    if s.id_column:
-        ids = kept[s.id_column]
-        if ids.isna().any():
-            pos = int(positions[_missing_rows(ids)[0]])
-            raise r.fail(
-                f"id column {s.id_column!r} {row_label(pos)} is empty; every row needs an id"
-            )
-        dup = ids.duplicated(keep=False).to_numpy()
-        if dup.any():
-            first = int(np.flatnonzero(dup)[0])
-            twins = np.flatnonzero((ids == ids.iloc[first]).to_numpy())[:2]
-            raise r.fail(
-                f"id column {s.id_column!r} value {ids.iloc[first]!r} is duplicated "
-                f"({', '.join(row_label(int(positions[p])) for p in twins)}); ids must be unique"
-            )
-        id_dtype = "int64" if _fits_int64(ids) else "string"
-    if s.group_column:
-        groups = kept[s.group_column]
-        if groups.isna().any():
-            pos = int(positions[_missing_rows(groups)[0]])
-            raise r.fail(
-                f"group column {s.group_column!r} {row_label(pos)} is empty; groups are required"
-            )
-
-    numeric: list[str] = []
-    categorical: list[str] = []
-    parsed: dict[str, np.ndarray] = {}
-    # file order, except the preset: its declared order is today's feature order
-    order = [*s.numeric, *s.categorical] if r.preset is not None else candidates
-    for name in order:
-        column = kept[name]
-        if column.isna().all():
-            raise r.fail(f"column {name!r} is empty in every row; drop it or fill it in")
-        if name in s.categorical:
-            categorical.append(name)
-            continue
-        values, bad = _numbers(column)
-        if name in s.numeric and bad.any():
-            pos = int(positions[np.flatnonzero(bad)[0]])
-            raise r.fail(
-                f"column {name!r} {row_label(pos)} has non-numeric value "
-                f"{column.iloc[np.flatnonzero(bad)[0]]!r}; expected a number"
-            )
-        if bad.any():
-            categorical.append(name)
-            continue
-        r.check_finite(name, values, positions)
-        numeric.append(name)
-        parsed[name] = values
-
-    # constant numeric columns carry nothing and would divide by zero when scaled
-    for name in list(numeric):
-        present = parsed[name][~np.isnan(parsed[name])]
-        if present.min() == present.max():
-            numeric.remove(name)
-            dropped[name] = f"constant (every value is {_class_text(present[0])})"
-            r.warn(f"{label}: dropping column {name!r}: it is constant ({present[0]:g})")
-
-    # labels and categories: report the whitespace stripped (numbers parse either way)
-    stripped = {c: n for c, n in r.stripped.items() if c in (target, *categorical)}
-    if stripped:
-        r.warn(
-            f"{label}: stripped surrounding whitespace from {sum(stripped.values())} cell(s) "
-            f"({', '.join(f'{c!r}: {n}' for c, n in stripped.items())})"
-        )
-
-    # categorical: levels, missing, identifiers
-    not_features = [c for c in s.missing if c in special]
-    if not_features:
-        raise r.fail(
-            f"missing-value policy given for {not_features}, which is the target, id or group "
-            "column; policies apply to feature columns only"
-        )
-    policies: dict[str, str] = {}
-    for name in numeric:
-        policies[name] = s.missing.get(name, s.numeric_missing)
-    for name in categorical:
-        policies[name] = s.missing.get(name, s.categorical_missing)
-    for name, policy in policies.items():
-        allowed = ("median", "error") if name in numeric else ("missing", "error")
-        if policy not in allowed:
-            kind = "numeric" if name in numeric else "categorical"
-            raise r.fail(
-                f"column {name!r} is {kind}; missing-value policy {policy!r} does not apply "
-                f"(use one of {list(allowed)})"
-            )
-        holes = _missing_rows(kept[name])
-        if policy == "error" and len(holes):
-            raise r.fail(
-                f"column {name!r} {row_label(int(positions[holes[0]]))} is empty; "
-                "its missing-value policy is 'error'"
-            )
-
-    vocabularies: dict[str, list[str]] = {}
-    for name in list(categorical):
-        column = kept[name]
-        levels = sorted(column.dropna().unique().tolist())
-        n_present = int(column.notna().sum())
-        if len(levels) > s.max_categories:
-            declared = name in s.categorical
-            if not declared and len(levels) > DISTINCT_SHARE_DROPPED * n_present:
-                categorical.remove(name)
-                del policies[name]
-                dropped[name] = f"text with {len(levels)} distinct values in {n_present} rows"
-                r.warn(
-                    f"{label}: dropping column {name!r}: {len(levels)} distinct values in "
-                    f"{n_present} rows looks like an identifier or free text"
-                )
-                continue
-            raise r.fail(
-                f"column {name!r} has {len(levels)} distinct values, more than max_categories="
-                f"{s.max_categories}; use --drop {name} or, if it holds numbers, --numeric {name}"
-            )
-        if policies[name] == "missing" and column.isna().any():
-            if MISSING_LEVEL in levels:
-                r.warn(
-                    f"{label}: column {name!r} already has a value {MISSING_LEVEL!r}; "
-                    "its empty cells join that level"
-                )
-            levels = sorted({*levels, MISSING_LEVEL})
-        if len(levels) < 2 and r.preset is None:
-            categorical.remove(name)
-            del policies[name]
-            dropped[name] = f"constant (every value is {levels[0]!r})"
-            r.warn(f"{label}: dropping column {name!r}: it is constant ({levels[0]!r})")
-            continue
-        vocabularies[name] = levels
-
-    # zscore: declared subset, or every numeric column
-    if s.scaling == "none":
-        zscore: list[str] = []
-    elif s.zscore is None:
-        zscore = list(numeric)
-    else:
-        wrong = [c for c in s.zscore if c in categorical]
-        if wrong:
-            raise r.fail(f"zscore column(s) {wrong} are categorical; only numbers can be z-scored")
-        zscore = [c for c in numeric if c in s.zscore]
-
-    # one-hot names must not collide with real columns or with each other
-    owners = {c: f"column {c!r}" for c in r.columns if c not in categorical and c not in dropped}
-    for name in categorical:
-        for value in vocabularies[name]:
-            dummy = f"{name}_{value}"
-            if dummy in owners:
-                raise r.fail(
-                    f"one-hot column {dummy!r} for column {name!r} value {value!r} collides with "
-                    f"{owners[dummy]}; rename one of them or --drop one"
-                )
-            owners[dummy] = f"the one-hot column of column {name!r} value {value!r}"
-
+    id_dtype = r.check_keys(kept, positions)
+    numeric, categorical, parsed = r.split_types(kept, positions, candidates)
+    r.drop_constant_numbers(numeric, parsed, dropped)
+    r.report_stripped([s.target or "", *categorical])
+    policies = r.missing_policies(kept, positions, numeric, categorical, special)
+    vocabularies = r.vocabularies(kept, categorical, policies, dropped)
+    zscore = r.zscore_columns(numeric, categorical)
+    r.check_one_hot_names(categorical, vocabularies, dropped)
     return ResolvedSpec(
-        target=target,
+        target=s.target or "",
         task=task,  # type: ignore[arg-type]
         task_reason=reason,
         key=s.id_column or ROW_KEY,
@@ -821,6 +671,246 @@ def resolve_spec(frame: pd.DataFrame, spec: DataSpec, label: str, warn: Warn) ->
     )
 
 
+class _Stages(_Resolver):
+    """resolve_spec's stages, in the order a user would want to fix what they find."""
+
+    def declared_drops(self, special: list[str]) -> dict[str, str]:
+        """Columns dropped by declaration (or, for the preset, by not being in its schema)."""
+        s = self.spec
+        dropped: dict[str, str] = {c: "declared in drop" for c in s.drop}
+        if self.preset is not None:
+            known = {*special, *s.categorical, *s.numeric}
+            extra = [c for c in self.columns if c not in known]
+            if extra:
+                self.warn(f"{self.label}: ignoring unknown column(s) {extra}")
+            dropped.update({c: f"not in the {self.preset} schema" for c in extra})
+        return dropped
+
+    def check_keys(self, kept: pd.DataFrame, positions: np.ndarray) -> Literal["int64", "string"]:
+        """Ids present and unique, groups present; ids stay int64 only when exact."""
+        s = self.spec
+        if s.group_column:
+            groups = kept[s.group_column]
+            if groups.isna().any():
+                pos = int(positions[_missing_rows(groups)[0]])
+                raise self.fail(
+                    f"group column {s.group_column!r} {row_label(pos)} is empty; "
+                    "groups are required"
+                )
+        if not s.id_column:
+            return "string"
+        ids = kept[s.id_column]
+        if ids.isna().any():
+            pos = int(positions[_missing_rows(ids)[0]])
+            raise self.fail(
+                f"id column {s.id_column!r} {row_label(pos)} is empty; every row needs an id"
+            )
+        dup = ids.duplicated(keep=False).to_numpy()
+        if dup.any():
+            first = int(np.flatnonzero(dup)[0])
+            twins = np.flatnonzero((ids == ids.iloc[first]).to_numpy())[:2]
+            raise self.fail(
+                f"id column {s.id_column!r} value {ids.iloc[first]!r} is duplicated "
+                f"({', '.join(row_label(int(positions[p])) for p in twins)}); ids must be unique"
+            )
+        return "int64" if _fits_int64(ids) else "string"
+
+    def split_types(
+        self, kept: pd.DataFrame, positions: np.ndarray, candidates: list[str]
+    ) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
+        """Numeric and categorical feature columns (declared, else inferred), numbers parsed."""
+        s = self.spec
+        numeric: list[str] = []
+        categorical: list[str] = []
+        parsed: dict[str, np.ndarray] = {}
+        # file order, except the preset: its declared order is today's feature order
+        order = [*s.numeric, *s.categorical] if self.preset is not None else candidates
+        for name in order:
+            column = kept[name]
+            if column.isna().all():
+                raise self.fail(f"column {name!r} is empty in every row; drop it or fill it in")
+            if name in s.categorical:
+                categorical.append(name)
+                continue
+            values, bad = _numbers(column)
+            if name in s.numeric and bad.any():
+                pos = int(positions[np.flatnonzero(bad)[0]])
+                raise self.fail(
+                    f"column {name!r} {row_label(pos)} has non-numeric value "
+                    f"{column.iloc[np.flatnonzero(bad)[0]]!r}; expected a number"
+                )
+            if bad.any():
+                categorical.append(name)
+                continue
+            self.check_finite(name, values, positions)
+            numeric.append(name)
+            parsed[name] = values
+        return numeric, categorical, parsed
+
+    def drop_constant_numbers(
+        self, numeric: list[str], parsed: dict[str, np.ndarray], dropped: dict[str, str]
+    ) -> None:
+        """Constant numeric columns carry nothing and would divide by zero when scaled."""
+        for name in list(numeric):
+            present = parsed[name][~np.isnan(parsed[name])]
+            if present.min() == present.max():
+                numeric.remove(name)
+                dropped[name] = f"constant (every value is {_class_text(present[0])})"
+                self.warn(
+                    f"{self.label}: dropping column {name!r}: it is constant ({present[0]:g})"
+                )
+
+    def report_stripped(self, columns: list[str]) -> None:
+        """Labels and categories: say how many cells lost surrounding whitespace."""
+        stripped = {c: n for c, n in self.stripped.items() if c in columns}
+        if stripped:
+            self.warn(
+                f"{self.label}: stripped surrounding whitespace from {sum(stripped.values())} "
+                f"cell(s) ({', '.join(f'{c!r}: {n}' for c, n in stripped.items())})"
+            )
+
+    def missing_policies(
+        self,
+        kept: pd.DataFrame,
+        positions: np.ndarray,
+        numeric: list[str],
+        categorical: list[str],
+        special: list[str],
+    ) -> dict[str, str]:
+        """Each feature column's missing-value policy, checked against its kind and its gaps."""
+        s = self.spec
+        not_features = [c for c in s.missing if c in special]
+        if not_features:
+            raise self.fail(
+                f"missing-value policy given for {not_features}, which is the target, id or "
+                "group column; policies apply to feature columns only"
+            )
+        policies = {name: s.missing.get(name, s.numeric_missing) for name in numeric}
+        policies.update({name: s.missing.get(name, s.categorical_missing) for name in categorical})
+        for name, policy in policies.items():
+            allowed = ("median", "error") if name in numeric else ("missing", "error")
+            if policy not in allowed:
+                kind = "numeric" if name in numeric else "categorical"
+                raise self.fail(
+                    f"column {name!r} is {kind}; missing-value policy {policy!r} does not apply "
+                    f"(use one of {list(allowed)})"
+                )
+            holes = _missing_rows(kept[name])
+            if policy == "error" and len(holes):
+                raise self.fail(
+                    f"column {name!r} {row_label(int(positions[holes[0]]))} is empty; "
+                    "its missing-value policy is 'error'"
+                )
+        return policies
+
+    def vocabularies(
+        self,
+        kept: pd.DataFrame,
+        categorical: list[str],
+        policies: dict[str, str],
+        dropped: dict[str, str],
+    ) -> dict[str, list[str]]:
+        """Each categorical column's levels; identifiers and constants dropped, giants refused."""
+        vocabularies: dict[str, list[str]] = {}
+        for name in list(categorical):
+            column = kept[name]
+            levels = self.levels(name, column)
+            if levels is None or (len(levels) < 2 and self.preset is None):
+                why = "identifier" if levels is None else "constant"
+                categorical.remove(name)
+                del policies[name]
+                if why == "constant":
+                    dropped[name] = f"constant (every value is {levels[0]!r})"
+                    self.warn(f"{self.label}: dropping column {name!r}: it is constant")
+                else:
+                    dropped[name] = f"text with {column.nunique()} distinct values"
+                continue
+            if policies[name] == "missing" and column.isna().any():
+                if MISSING_LEVEL in levels:
+                    self.warn(
+                        f"{self.label}: column {name!r} already has a value {MISSING_LEVEL!r}; "
+                        "its empty cells join that level"
+                    )
+                levels = sorted({*levels, MISSING_LEVEL})
+            vocabularies[name] = levels
+        return vocabularies
+
+    def levels(self, name: str, column: pd.Series) -> list[str] | None:
+        """The sorted levels; None for text that looks like an identifier (dropped)."""
+        s = self.spec
+        levels = sorted(column.dropna().unique().tolist())
+        if len(levels) <= s.max_categories:
+            return levels
+        n_present = int(column.notna().sum())
+        if name not in s.categorical and len(levels) > DISTINCT_SHARE_DROPPED * n_present:
+            self.warn(
+                f"{self.label}: dropping column {name!r}: {len(levels)} distinct values in "
+                f"{n_present} rows looks like an identifier or free text"
+            )
+            return None
+        raise self.fail(
+            f"column {name!r} has {len(levels)} distinct values, more than max_categories="
+            f"{s.max_categories}; use --drop {name} or, if it holds numbers, --numeric {name}"
+        )
+
+    def zscore_columns(self, numeric: list[str], categorical: list[str]) -> list[str]:
+        """The declared subset to z-score, or every numeric column."""
+        s = self.spec
+        if s.scaling == "none":
+            return []
+        if s.zscore is None:
+            return list(numeric)
+        wrong = [c for c in s.zscore if c in categorical]
+        if wrong:
+            raise self.fail(
+                f"zscore column(s) {wrong} are categorical; only numbers can be z-scored"
+            )
+        return [c for c in numeric if c in s.zscore]
+
+    def check_one_hot_names(
+        self, categorical: list[str], vocabularies: dict[str, list[str]], dropped: dict[str, str]
+    ) -> None:
+        """One-hot names must not collide with real columns or with each other."""
+        owners = {
+            c: f"column {c!r}" for c in self.columns if c not in categorical and c not in dropped
+        }
+        for name in categorical:
+            for value in vocabularies[name]:
+                dummy = f"{name}_{value}"
+                if dummy in owners:
+                    raise self.fail(
+                        f"one-hot column {dummy!r} for column {name!r} value {value!r} "
+                        f"collides with {owners[dummy]}; rename one of them or --drop one"
+                    )
+                owners[dummy] = f"the one-hot column of column {name!r} value {value!r}"
+
+
+def _key_column(kept: pd.DataFrame, positions: np.ndarray, resolved: ResolvedSpec) -> Any:
+    """The id exactly as written (int64 when it fits, else text), or the file row number."""
+    if resolved.id_column is None:
+        return positions.astype("int64")
+    if resolved.id_dtype == "int64":
+        return np.array([int(v) for v in kept[resolved.id_column]], dtype="int64")
+    return kept[resolved.id_column].astype("string")
+
+
+def _target_column(
+    target: pd.Series, positions: np.ndarray, resolved: ResolvedSpec, label: str
+) -> Any:
+    """Regression targets as float64; class labels as the canonical text of resolve_spec."""
+    values, bad = _numbers(target)
+    if resolved.task == "regression":
+        if bad.any():
+            pos = int(positions[np.flatnonzero(bad)[0]])
+            raise DataValidationError(
+                f"{label}: target column {resolved.target!r} {row_label(pos)} is not a number"
+            )
+        return values
+    if not bad.any():  # numeric labels: the same canonical text as resolve_spec's classes
+        return pd.Series([_class_text(v) for v in values], dtype="string")
+    return target.astype("string")
+
+
 def typed_table(frame: pd.DataFrame, resolved: ResolvedSpec, label: str) -> pd.DataFrame:
     """The validated table to cache: key, target, numbers as float64, categories as text."""
     clean, _ = _normalise(frame)
@@ -837,28 +927,8 @@ def typed_table(frame: pd.DataFrame, resolved: ResolvedSpec, label: str) -> pd.D
     keep = clean[resolved.target].notna().to_numpy()
     positions = np.flatnonzero(keep)
     kept = clean[keep].reset_index(drop=True)
-    out: dict[str, Any] = {}
-    if resolved.id_column is None:
-        out[ROW_KEY] = positions.astype("int64")
-    elif resolved.id_dtype == "int64":
-        out[resolved.key] = np.array([int(v) for v in kept[resolved.id_column]], dtype="int64")
-    else:
-        out[resolved.key] = kept[resolved.id_column].astype("string")
-    target = kept[resolved.target]
-    if resolved.task == "regression":
-        values, bad = _numbers(target)
-        if bad.any():
-            pos = int(positions[np.flatnonzero(bad)[0]])
-            raise DataValidationError(
-                f"{label}: target column {resolved.target!r} {row_label(pos)} is not a number"
-            )
-        out[resolved.target] = values
-    else:
-        values, bad = _numbers(target)
-        if not bad.any():  # numeric labels: the same canonical text as resolve_spec's classes
-            out[resolved.target] = pd.Series([_class_text(v) for v in values], dtype="string")
-        else:
-            out[resolved.target] = target.astype("string")
+    out: dict[str, Any] = {resolved.key: _key_column(kept, positions, resolved)}
+    out[resolved.target] = _target_column(kept[resolved.target], positions, resolved, label)
     for name in resolved.numeric:
         values, bad = _numbers(kept[name])
         if bad.any():

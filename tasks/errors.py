@@ -41,7 +41,7 @@ def describe_failure(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".strip().splitlines()[0][:500]
 
 
-def retry_unless_permanent(task: object, task_run: object, state: object) -> bool:
+def retry_unless_permanent(_task: object, _task_run: object, state: object) -> bool:
     """Prefect `retry_condition_fn`: retry anything except errors that would fail again."""
     try:
         state.result()  # type: ignore[attr-defined]

@@ -71,12 +71,33 @@ def split_folds(
     `splitter=None` keeps the original behaviour: stratified when labels are given, else KFold.
     Repeated k-fold always shuffles (with `seed`), stratified when labels are given.
     """
-    from sklearn import model_selection as ms  # not needed by fold workers
-
     if splitter is None:
         splitter = "stratified" if labels is not None else "kfold"
     if n_rows < n_folds:
         raise DataValidationError(f"{n_rows} rows cannot be split into {n_folds} folds")
+    if splitter == "repeated":
+        return _repeated_folds(n_rows, n_folds, seed, labels, repeats)
+    test_sets = _test_sets(n_rows, n_folds, shuffle, seed, labels, splitter, groups, group_column)
+    folds = [FoldSpec(i, n_folds, n_rows, test) for i, test in enumerate(test_sets, start=1)]
+    check_partition([f.test_positions for f in folds], n_rows)
+    if splitter == "group":
+        check_groups_intact([f.test_positions for f in folds], groups, group_column)
+    return folds
+
+
+def _test_sets(
+    n_rows: int,
+    n_folds: int,
+    shuffle: bool,
+    seed: int,
+    labels: np.ndarray | None,
+    splitter: Splitter,
+    groups: np.ndarray | None,
+    group_column: str,
+) -> list[np.ndarray]:
+    """Each fold's test rows from scikit-learn's KFold, StratifiedKFold or GroupKFold."""
+    from sklearn import model_selection as ms  # not needed by fold workers
+
     state = seed if shuffle else None
     x = np.zeros(n_rows)
     if splitter == "stratified":
@@ -96,33 +117,33 @@ def split_folds(
                 f"{n_folds}-fold group splitting needs at least {n_folds}"
             )
         splits = _group_kfold(n_folds, shuffle, seed).split(x, groups=groups)
-    elif splitter == "repeated":
-        if repeats < 1:
-            raise ValueError(f"repeats must be at least 1, got {repeats}")
-        if labels is not None:
-            _check_classes(labels, n_folds)
-            repeated = ms.RepeatedStratifiedKFold(
-                n_splits=n_folds, n_repeats=repeats, random_state=seed
-            )
-        else:
-            repeated = ms.RepeatedKFold(n_splits=n_folds, n_repeats=repeats, random_state=seed)
-        tests = [np.asarray(test, dtype=np.int64) for _, test in repeated.split(x, labels)]
-        folds = [
-            FoldSpec(i % n_folds + 1, n_folds, n_rows, test, repeat=i // n_folds + 1)
-            for i, test in enumerate(tests)
-        ]
-        for r in range(repeats):
-            check_partition([f.test_positions for f in folds if f.repeat == r + 1], n_rows)
-        return folds
     else:
         raise ValueError(f"unknown splitter {splitter!r}")
+    return [np.asarray(test, dtype=np.int64) for _, test in splits]
+
+
+def _repeated_folds(
+    n_rows: int, n_folds: int, seed: int, labels: np.ndarray | None, repeats: int
+) -> list[FoldSpec]:
+    """Repeated (stratified when labels are given) k-fold, a checked partition per repeat."""
+    from sklearn import model_selection as ms
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    if labels is not None:
+        _check_classes(labels, n_folds)
+        kind = ms.RepeatedStratifiedKFold
+    else:
+        kind = ms.RepeatedKFold
+    repeated = kind(n_splits=n_folds, n_repeats=repeats, random_state=seed)
+    splits = repeated.split(np.zeros(n_rows), labels)
+    tests = [np.asarray(test, dtype=np.int64) for _, test in splits]
     folds = [
-        FoldSpec(i, n_folds, n_rows, np.asarray(test, dtype=np.int64))
-        for i, (_, test) in enumerate(splits, start=1)
+        FoldSpec(i % n_folds + 1, n_folds, n_rows, test, repeat=i // n_folds + 1)
+        for i, test in enumerate(tests)
     ]
-    check_partition([f.test_positions for f in folds], n_rows)
-    if splitter == "group":
-        check_groups_intact([f.test_positions for f in folds], groups, group_column)
+    for r in range(repeats):
+        check_partition([f.test_positions for f in folds if f.repeat == r + 1], n_rows)
     return folds
 
 

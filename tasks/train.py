@@ -76,7 +76,7 @@ def uses_xla(model: ModelConfig, runtime: FoldRuntime) -> bool:
     return runtime.xla and not model.dropout
 
 
-def fold_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+def fold_cache_key(_context: Any, parameters: dict[str, Any]) -> str:
     """Key a fold's result by what determines it (data, rows, model, seed, code), not the run."""
     data: CleanedData = parameters["data"]
     fold: FoldSpec = parameters["fold"]

@@ -138,7 +138,7 @@ def user_table(n: int = 40, **columns: Callable[[int], str]) -> list[str]:
     return [USER_HEADER, *(",".join(cells[c](i) for c in header) for i in range(n))]
 
 
-def _big_ids_exact(ctx: Ctx, good: GoodRun) -> None:
+def _big_ids_exact(ctx: Ctx, _good: GoodRun) -> None:
     """Ids beyond 2**53 and beyond int64 come back exactly as written in the file."""
     table = pd.read_parquet(ctx.output_dir / OOF_PARQUET)
     written = sorted(line.split(",")[0] for line in BIG_IDS[1:])
@@ -277,7 +277,7 @@ def _corrupt_cache(how: Callable[[bytes], bytes]) -> Callable[[Ctx], None]:
     return prepare
 
 
-def _cache_rebuilt(ctx: Ctx, good: GoodRun) -> None:
+def _cache_rebuilt(ctx: Ctx, _good: GoodRun) -> None:
     sha = hashlib.sha256(ctx.body or b"").hexdigest()
     path = cache_path(str(ctx.cache_dir), sha, DataSpec())
     table = pq.read_table(path)  # readable again: rebuilt, not trusted
@@ -304,7 +304,7 @@ def _block_output_with_file(inside: bool) -> Callable[[Ctx], None]:
     return prepare
 
 
-def _no_fold_trained(ctx: Ctx, good: GoodRun) -> None:
+def _no_fold_trained(ctx: Ctx, _good: GoodRun) -> None:
     assert not (ctx.cache_dir / "folds").exists()
 
 
@@ -552,7 +552,7 @@ CASES = [
         fail(
             "clean",
             "column 'income' is empty in every row",
-            body=to_bytes(user_table(income=lambda i: "")),
+            body=to_bytes(user_table(income=lambda _i: "")),
             config=USER,
         ),
         id="column-entirely-missing",
@@ -560,7 +560,7 @@ CASES = [
     pytest.param(
         ok(
             40,
-            body=to_bytes(user_table(age=lambda i: "40")),
+            body=to_bytes(user_table(age=lambda _i: "40")),
             warns=("dropping column 'age': it is constant",),
             config=USER,
         ),
@@ -751,6 +751,48 @@ def task_states(state: Any) -> dict[str, str]:
     return found
 
 
+def _run_case(case: Case, ctx: Ctx) -> int | None:
+    """Serve or place the input, run the flow on it; the server's request count, if served."""
+    with ExitStack() as stack:
+        base = stack.enter_context(serve(case.routes())) if case.routes else None
+        if base is not None:
+            ctx.source = f"{base}{ROUTE}"
+        elif case.refused:
+            ctx.source = f"http://127.0.0.1:{_free_port()}{ROUTE}"
+        if case.prepare is not None:
+            case.prepare(ctx)
+        config = flow_config(ctx.source, ctx.tmp, **case.config)
+        config = config.model_copy(update={"output_dir": str(ctx.output_dir)})
+        ctx.state = cross_validate(config, return_state=True)
+        return base.hits[ROUTE] if base is not None else None
+
+
+def _assert_completed(case: Case, ctx: Ctx, tasks_run: dict[str, str]) -> None:
+    """A legitimately odd input: the run completed over every row, folds trained."""
+    state = ctx.state
+    assert state.is_completed(), state.result(raise_on_failure=False)
+    metrics = json.loads((ctx.output_dir / METRICS_JSON).read_text())
+    assert metrics["n_rows"] == case.rows
+    assert metrics["data_sha256"] == hashlib.sha256(case.body or b"").hexdigest()
+    assert len(pd.read_parquet(ctx.output_dir / OOF_PARQUET)) == case.rows
+    assert tasks_run.get("train-folds") == "COMPLETED", tasks_run
+
+
+def _assert_failed_early(case: Case, ctx: Ctx, tasks_run: dict[str, str]) -> tuple[str, str]:
+    """A bad input: the expected step failed, nothing after it ran, good outputs untouched."""
+    state = ctx.state
+    assert state.is_failed(), state
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, BaseException), error
+    output = str(ctx.output_dir.resolve()) if ctx.output_dir.exists() else str(ctx.output_dir)
+    assert tasks_run.get(case.failed_task) == "FAILED", tasks_run
+    assert "train-folds" not in tasks_run, f"training started: {tasks_run}"
+    assert "join" not in tasks_run, tasks_run
+    for path, blob in ctx.guarded.items():
+        assert path.read_bytes() == blob, f"{path} changed"
+    return str(error), output
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input(
     case: Case, tmp_path: Path, good_run: GoodRun, caplog: pytest.LogCaptureFixture
@@ -769,38 +811,13 @@ def test_bad_input(
     good_run.seed(ctx.output_dir)
     ctx.guarded = {ctx.output_dir / name: blob for name, blob in good_run.outputs.items()}
 
-    with ExitStack() as stack:
-        base = stack.enter_context(serve(case.routes())) if case.routes else None
-        if base is not None:
-            ctx.source = f"{base}{ROUTE}"
-        elif case.refused:
-            ctx.source = f"http://127.0.0.1:{_free_port()}{ROUTE}"
-        if case.prepare is not None:
-            case.prepare(ctx)
-        config = flow_config(ctx.source, tmp_path, **case.config)
-        config = config.model_copy(update={"output_dir": str(ctx.output_dir)})
-        ctx.state = state = cross_validate(config, return_state=True)
-        hits = base.hits[ROUTE] if base is not None else None
-
-    tasks_run = task_states(state)
+    hits = _run_case(case, ctx)
+    tasks_run = task_states(ctx.state)
     if case.completes:
-        assert state.is_completed(), state.result(raise_on_failure=False)
-        metrics = json.loads((ctx.output_dir / METRICS_JSON).read_text())
-        assert metrics["n_rows"] == case.rows
-        assert metrics["data_sha256"] == hashlib.sha256(case.body or b"").hexdigest()
-        assert len(pd.read_parquet(ctx.output_dir / OOF_PARQUET)) == case.rows
-        assert tasks_run.get("train-folds") == "COMPLETED", tasks_run
+        _assert_completed(case, ctx, tasks_run)
+        message = output = ""
     else:
-        assert state.is_failed(), state
-        error = state.result(raise_on_failure=False)
-        assert isinstance(error, BaseException), error
-        message = str(error)
-        output = str(ctx.output_dir.resolve()) if ctx.output_dir.exists() else str(ctx.output_dir)
-        assert tasks_run.get(case.failed_task) == "FAILED", tasks_run
-        assert "train-folds" not in tasks_run, f"training started: {tasks_run}"
-        assert "join" not in tasks_run, tasks_run
-        for path, blob in ctx.guarded.items():
-            assert path.read_bytes() == blob, f"{path} changed"
+        message, output = _assert_failed_early(case, ctx, tasks_run)
     if case.hits is not None:
         assert hits == case.hits, f"server saw {hits} requests"
     for fragment in case.warns:

@@ -25,7 +25,7 @@ CLASSES = list("abcdefg")
 
 
 @pytest.fixture(scope="module")
-def trained(prefect_api, tmp_path_factory) -> Path:
+def trained(prefect_api, tmp_path_factory) -> Path:  # noqa: ARG001 - needs the session's API
     """One jh-simple run with --refit; tests copy its bundle before changing anything."""
     out = tmp_path_factory.mktemp("trained")
     cross_validate(

@@ -89,7 +89,7 @@ def test_cache_key_depends_on_what_determines_the_result():
     assert len({key(), *others}) == 1 + len(others)
 
 
-def test_graph_loop_matches_keras_fit_on_the_same_batches(tmp_path):
+def test_graph_loop_matches_keras_fit_on_the_same_batches():
     """The in-graph loop is Keras' own step: fed fit's batches, it ends with fit's weights."""
     import keras
     import tensorflow as tf
