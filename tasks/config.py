@@ -26,10 +26,10 @@ REAL_DATA_URL = "https://data.heatonresearch.com/data/t81-558/jh-simple-dataset.
 
 # Bump when a change to the training code would change a fold's predictions: old cached
 # fold results are then no longer reused.
-# train-v3: fold tasks preprocess their own rows (DataSpec), so the data key names the spec.
-# train-v4: a fold result carries its trained model (.keras bytes) and preprocessing params;
-# train-v3 results lack them, so they must not be reused.
-TRAINING_CODE_VERSION = "train-v4"
+# train-v5 (since train-v2): fold tasks preprocess their own rows (DataSpec), record every
+# epoch's loss, and a fold result carries its trained model (.keras bytes), its preprocessing
+# params and a typed FoldRun; older results lack them, so they must not be reused.
+TRAINING_CODE_VERSION = "train-v5"
 
 
 def stable_hash(payload: Any, length: int = 64) -> str:

@@ -177,16 +177,8 @@ def fold_metrics(res: FoldResult, label: str) -> FoldMetrics:
         fold=res.fold,
         repeat=res.repeat,
         label=label,
-        scores=res.scores,
-        final_loss=res.final_loss,
-        epochs=res.epochs,
-        train_seconds=round(res.train_seconds, 3),
-        started_at=res.started_at,
-        finished_at=res.finished_at,
-        worker=res.worker,
-        device=res.device,
-        attempt=res.attempt,
         n_test=int(len(res.test_positions)),
+        **res.run.model_dump(),
     )
 
 
@@ -210,7 +202,7 @@ def compute_metrics(
     by_fold = {(r.repeat, r.fold): r for r in results}
     metric = "rmse" if spec.task == "regression" else "accuracy"
     per_fold = [
-        by_fold[(f.repeat, f.index)].scores[metric] if (f.repeat, f.index) in by_fold else None
+        by_fold[(f.repeat, f.index)].run.scores[metric] if (f.repeat, f.index) in by_fold else None
         for f in folds
     ]
     if spec.task == "regression":

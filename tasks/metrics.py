@@ -14,15 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn import metrics as skm
 
 
-class FoldMetrics(BaseModel):
-    """One trained fold: its scores on its test rows and where and how it ran."""
+class FoldRun(BaseModel):
+    """How a fold's training went and where it ran: kept with its result, and in metrics.json."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    fold: int
-    repeat: int = 0
-    label: str
-    scores: dict[str, float]
+    scores: dict[str, float]  # accuracy + log_loss, or rmse + mae, on the test rows
     final_loss: float
     epochs: int
     train_seconds: float
@@ -31,6 +28,14 @@ class FoldMetrics(BaseModel):
     worker: str
     device: str
     attempt: int
+
+
+class FoldMetrics(FoldRun):
+    """One trained fold in metrics.json: which fold, how many test rows, and its run."""
+
+    fold: int
+    repeat: int = 0
+    label: str
     n_test: int
 
 

@@ -27,6 +27,7 @@ from tasks.faults import maybe_inject_fault
 from tasks.folds import FoldSpec
 from tasks.logs import current_attempt, run_logger
 from tasks.loop import GraphTrainer, epoch_batches
+from tasks.metrics import FoldRun
 from tasks.preprocess import decode_regression, encode_target, fit_preprocessor, transform
 from tasks.progress import ProgressReporter
 
@@ -40,15 +41,7 @@ class FoldResult:
     test_positions: np.ndarray
     # classification: (rows, classes) probabilities; regression: (rows,) in the target's units
     predictions: np.ndarray
-    scores: dict[str, float]  # accuracy + log_loss, or rmse + mae, on the test rows
-    final_loss: float
-    epochs: int
-    train_seconds: float
-    started_at: float
-    finished_at: float
-    worker: str
-    device: str
-    attempt: int
+    run: FoldRun  # scores, final loss, timing, worker, device, attempt
     history: dict[str, list[float]] = field(default_factory=dict)
     repeat: int = 0
     # The trained network as the bytes of a .keras file and the preprocessing it was fitted
@@ -388,15 +381,17 @@ def train_fold(
         test_ids=keys[test_pos],
         test_positions=test_pos,
         predictions=predictions,
-        scores=scores,
-        final_loss=history["loss"][-1],
-        epochs=model.epochs,
-        train_seconds=finished - started,
-        started_at=started,
-        finished_at=finished,
-        worker=f"{socket.gethostname()}:{os.getpid()}",
-        device=device,
-        attempt=attempt,
+        run=FoldRun(
+            scores=scores,
+            final_loss=history["loss"][-1],
+            epochs=model.epochs,
+            train_seconds=round(finished - started, 3),
+            started_at=started,
+            finished_at=finished,
+            worker=f"{socket.gethostname()}:{os.getpid()}",
+            device=device,
+            attempt=attempt,
+        ),
         history=history,
         repeat=fold.repeat,
         model_bytes=model_to_bytes(net),

@@ -45,6 +45,7 @@ from tasks.dataspec import DataSpec
 from tasks.download import download_csv
 from tasks.folds import plan_folds, split_folds
 from tasks.join import METRICS_JSON, OOF_CSV, OOF_PARQUET, join_out_of_fold
+from tasks.metrics import FoldRun
 from tasks.outputs import check_output_dir
 from tasks.train import FoldResult
 from tests.loopback_http import Reply, serve
@@ -895,15 +896,17 @@ def _synthetic_join_inputs(good: GoodRun) -> tuple[Any, list[Any], list[FoldResu
             test_ids=ids[spec.test_positions],
             test_positions=spec.test_positions,
             predictions=np.full((len(spec.test_positions), k), 1.0 / k),
-            scores={"accuracy": 0.1, "log_loss": float(np.log(k))},
-            final_loss=1.0,
-            epochs=2,
-            train_seconds=0.0,
-            started_at=0.0,
-            finished_at=0.0,
-            worker="synthetic",
-            device="CPU",
-            attempt=1,
+            run=FoldRun(
+                scores={"accuracy": 0.1, "log_loss": float(np.log(k))},
+                final_loss=1.0,
+                epochs=2,
+                train_seconds=0.0,
+                started_at=0.0,
+                finished_at=0.0,
+                worker="synthetic",
+                device="CPU",
+                attempt=1,
+            ),
             history={"loss": [1.2, 1.1]},
         )
         for spec in folds

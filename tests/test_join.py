@@ -13,6 +13,7 @@ from tasks.dataspec import ResolvedSpec
 from tasks.errors import FoldFailedError
 from tasks.folds import split_folds
 from tasks.join import PartitionError, join_out_of_fold
+from tasks.metrics import FoldRun
 from tasks.train import FoldResult
 
 CLASSES = ("a", "b", "c")
@@ -43,8 +44,11 @@ def encoded_result(fold, ids, accuracy=1.0):
     probs[np.arange(len(pos)), (ids[pos] + 1) % 3] = ids[pos] / 1e6
     return FoldResult(
         fold=fold.index, test_ids=ids[pos], test_positions=pos, predictions=probs,
-        scores={"accuracy": accuracy, "log_loss": 0.1}, final_loss=0.2, epochs=1, train_seconds=0.5,
-        started_at=0.0, finished_at=1.0, worker="w", device="CPU", attempt=1,
+        run=FoldRun(
+            scores={"accuracy": accuracy, "log_loss": 0.1}, final_loss=0.2, epochs=1,
+            train_seconds=0.5, started_at=0.0, finished_at=1.0, worker="w", device="CPU",
+            attempt=1,
+        ),
     )  # fmt: skip
 
 

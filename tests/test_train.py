@@ -63,7 +63,7 @@ def test_fold_training_is_seeded_and_chunking_does_not_change_it(tmp_path):
     # every epoch's loss is recorded, however many epochs one graph call trains
     assert a.history["epoch"] == b.history["epoch"] == [1.0, 2.0, 3.0, 4.0]
     np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-6)
-    assert 0 <= a.scores["accuracy"] <= 1 and a.fold == 2
+    assert 0 <= a.run.scores["accuracy"] <= 1 and a.fold == 2
 
 
 def test_cache_key_depends_on_what_determines_the_result():
