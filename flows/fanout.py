@@ -22,8 +22,8 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 
 from flows.process import (
     api_server_pids,
+    api_shared_with_workers,
     init_fold_worker,
-    share_ephemeral_api,
     stop_child_processes,
 )
 from tasks.clean import CleanedData
@@ -157,15 +157,19 @@ def run_folds(
         result_storage=fold_results_storage(config.cache_dir),
         **retry_options(config.fold_retries, config.fold_retry_delay_s),
     )
-    if execution.uses_dask() or (execution.runner == "process" and workers > 1):
-        share_ephemeral_api()  # worker processes must report to this run's API
+    in_workers = execution.uses_dask() or (execution.runner == "process" and workers > 1)
     jobs = [(name, model, folds, "{fold.label}" + (f"-{name}" if name else ""))
             for name, model in models.items()]  # fmt: skip
     if refit:  # one more "fold": every row for training, no test rows
         jobs.append((REFIT, next(iter(models.values())), [full_fold(data.n_rows, folds[0].n_folds)],
                      REFIT))  # fmt: skip
     futures: dict[str, list[Any]] = {}
-    with make_task_runner(execution, workers) as runner, fold_resources(execution, runner):
+    shared_api = api_shared_with_workers() if in_workers else contextlib.nullcontext()
+    with (
+        shared_api,  # worker processes must report to this run's API
+        make_task_runner(execution, workers) as runner,
+        fold_resources(execution, runner),
+    ):
         try:
             for name, model, planned, run_name in jobs:
                 futures[name] = list(

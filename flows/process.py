@@ -104,6 +104,25 @@ def share_ephemeral_api() -> None:
     os.environ["PREFECT_API_URL"] = server.api_url
 
 
+@contextlib.contextmanager
+def api_shared_with_workers() -> Iterator[None]:
+    """Inside: tasks sent to worker processes carry this process's API URL in their settings.
+
+    Prefect serialises the *settings* of the submitting context with each task and a worker
+    applies them over its environment, so exporting `PREFECT_API_URL` alone is not enough:
+    with the ephemeral-mode settings (no URL) every worker would still start its own API
+    server (~5 s each, and a second database). A no-op when an API URL is configured.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    share_ephemeral_api()
+    with temporary_settings(updates={PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
+        yield
+
+
 def start_api_in_background() -> threading.Thread:
     """Boot the API server while the caller goes on importing (they overlap on two cores)."""
     from prefect.settings import PREFECT_API_URL
