@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 4200
 
-.PHONY: run test lint bench server clean-cache setup
+.PHONY: run test lint bench server clean-cache setup screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench $(ARGS)
+
+# The README's UI screenshots (needs: apt-get install chromium chromium-driver).
+screenshots: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[docs]"
+	$(BIN)/python docs/screenshot.py $(ARGS)
 
 # A local Prefect server on 127.0.0.1; state in ./.prefect unless PREFECT_HOME says otherwise.
 server: $(STAMP)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-FOLD_PROGRESS = re.compile(r"^fold (\d+)(\S*): epochs done / (\d+)$")
+FOLD_PROGRESS = re.compile(r"^fold (\d+)(\S*): \d+ of (\d+) epochs")  # tasks/progress.py
 
 
 def quiet_console_logs() -> None:

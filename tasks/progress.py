@@ -36,6 +36,12 @@ class RateLimiter:
         return False
 
 
+def progress_description(label: str, epoch: int, epochs: int) -> str:
+    """'fold 3: 250 of 500 epochs (50 %)': what a fold's progress card says."""
+    name = label.replace("fold-", "fold ", 1)
+    return f"{name}: {epoch} of {epochs} epochs ({100 * epoch / epochs:.0f} %)"
+
+
 @dataclass
 class ProgressReporter:
     """Reports a fold's progress through Prefect without slowing the training loop."""
@@ -62,14 +68,13 @@ class ProgressReporter:
         if not self.artifacts or TaskRunContext.get() is None:
             return
         percent = 100.0 * epoch / self.epochs
+        # The UI's artifact cards show the description, not the value: it carries the numbers.
+        description = progress_description(self.label or f"fold-{self.fold}", epoch, self.epochs)
         try:
             if self._artifact_id is None:
-                name = (self.label or f"fold-{self.fold}").replace("fold-", "fold ", 1)
-                self._artifact_id = create_progress_artifact(
-                    percent, description=f"{name}: epochs done / {self.epochs}"
-                )
+                self._artifact_id = create_progress_artifact(percent, description=description)
             else:
-                update_progress_artifact(self._artifact_id, percent)
+                update_progress_artifact(self._artifact_id, percent, description=description)
         except Exception as err:  # noqa: BLE001 - progress must never fail a fold
             self.logger.debug("progress artifact not updated: %s", err)
 

@@ -7,9 +7,10 @@ import re
 
 import pytest
 
+from flows.terminal import FOLD_PROGRESS
 from tasks.faults import parse_fail_folds
 from tasks.metrics import RunMetrics
-from tasks.progress import RateLimiter
+from tasks.progress import RateLimiter, progress_description
 from tasks.report import render_summary
 
 
@@ -36,6 +37,13 @@ def test_rate_limiter_reports_first_last_and_every_n_but_not_too_often():
         clock.now += 0.01  # 100 epochs per second -> at most ~1 report per second
         count += fast.due(epoch)
     assert count <= 12
+
+
+def test_progress_cards_carry_the_numbers_the_terminal_reads():
+    text = progress_description("fold-2.3", 250, 500)
+    assert text == "fold 2.3: 250 of 500 epochs (50 %)"  # what the UI's artifact card shows
+    assert FOLD_PROGRESS.match(text).groups() == ("2", ".3", "500")
+    assert FOLD_PROGRESS.match(progress_description("fold-4", 1, 3)).groups() == ("4", "", "3")
 
 
 def test_fail_fold_spec_parsing():
