@@ -27,12 +27,16 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    ArtifactFilterType,
     FlowRunFilter,
     FlowRunFilterParentFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
     TaskRunFilter,
     TaskRunFilterFlowRunId,
 )
-from prefect.client.schemas.sorting import TaskRunSort
+from prefect.client.schemas.sorting import ArtifactSort, TaskRunSort
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -266,6 +270,40 @@ def fold_task_runs(client, flow_run_id: UUID) -> list[Any]:
     return [run for run in runs if run.name.startswith("fold-")]
 
 
+def subflow_runs(client, flow_run_id: UUID) -> list[Any]:
+    """Flow runs nested in a run (foldflow makes none: the folds are the run's own tasks)."""
+    return client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])
+        )
+    )
+
+
+def run_log_messages(client, flow_run_id: UUID) -> list[str]:
+    """Every log line of a flow run, as its Logs tab shows them."""
+    return [
+        log.message
+        for log in client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
+    ]
+
+
+def progress_values(client, flow_run_id: UUID) -> dict[str, float]:
+    """{progress card description's fold label | 'folds-done': current value} of a run."""
+    found = client.read_artifacts(
+        artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            type=ArtifactFilterType(any_=["progress"]),
+        )
+    )
+    values = {}
+    for artifact in found:
+        name = artifact.key or (artifact.description or "").split(":")[0]
+        values[name] = float(artifact.data or 0.0)
+    return values
+
+
 def artifacts_by_key(client, flow_run_id: UUID) -> dict[str, Any]:
     found = client.read_artifacts(
         artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
@@ -290,6 +328,11 @@ def test_served_deployment_runs_with_fold_tasks_and_artifacts(server):
         assert sorted(r.name for r in folds) == sorted(FOLDS)
         assert {r.state.name for r in folds} == {"Completed"}
         assert fold_states(run.id) == dict.fromkeys(FOLDS, "Completed")
+        # The folds are on the run's own page: its task runs and its logs, no nested run.
+        assert {r.flow_run_id for r in folds} == {run.id}
+        assert subflow_runs(client, run.id) == []
+        fold_lines = [m for m in run_log_messages(client, run.id) if " epoch 2/2: loss " in m]
+        assert sorted(m.split()[0] for m in fold_lines) == sorted(FOLDS), fold_lines
 
         # The join runs in the parent flow run, so its artifacts belong to it.
         artifacts = artifacts_by_key(client, run.id)
@@ -364,9 +407,49 @@ def test_failed_deployment_run_is_retried_and_retrains_only_the_failed_fold(serv
         assert {r.id: r.state.name for r in runs if r.id in {x.id for x in first.values()}} == {
             r.id: r.state.name for r in first.values()
         }
+        # The run's page no longer shows the first attempt's failure as current.
+        failed_folds = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["failed-folds"]),
+                                           flow_run_id=ArtifactFilterFlowRunId(any_=[failed.id])),
+            sort=ArtifactSort.CREATED_DESC,
+        )  # fmt: skip
+        assert len(failed_folds) == 2, failed_folds
+        latest, earlier = failed_folds
+        assert "fold-3" in json.dumps(earlier.data), earlier.data
+        assert "no failed folds" in json.dumps(latest.data), latest.data
 
     metrics = json.loads((tmp_path / "output" / "metrics.json").read_text())
     by_fold = {f["fold"]: f for f in metrics["folds"]}
     assert sorted(by_fold) == [1, 2, 3, 4, 5]
     # Folds 1, 2, 4, 5 are the first attempt's results (its flow-run process), fold 3 the retry's.
     assert by_fold[3]["worker"] not in {by_fold[i]["worker"] for i in (1, 2, 4, 5)}
+
+
+def test_progress_cards_move_through_intermediate_values_during_a_run(server, tmp_path):
+    """Polled during a run long enough to see it, every fold's card shows a value 0 < v < 100."""
+    launcher, url = server
+    config = {
+        "model": {"epochs": 3000},
+        "folds": 2,
+        "execution": {"runner": "thread", "workers": 2},
+        "cache_dir": str(tmp_path / "cache"),
+        "output_dir": str(tmp_path / "output"),
+    }
+    seen: dict[str, set[float]] = {}
+    with api(url) as client, serving(launcher, "serve-progress") as serve:
+        flow_run = run_deployment(DEPLOYMENT, parameters={"config": config}, timeout=0)
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for name, value in progress_values(client, flow_run.id).items():
+                seen.setdefault(name, set()).add(value)
+            run = client.read_flow_run(flow_run.id)
+            if run.state is not None and run.state.is_final():
+                break
+            time.sleep(0.3)
+        run = wait_final(client, flow_run.id, launcher, serve)
+        assert run.state.is_completed(), f"{run.state!r}\n{launcher.logs()}"
+        final = progress_values(client, flow_run.id)
+    assert final == {"fold 1": 100.0, "fold 2": 100.0, "folds-done": 100.0}, final
+    for fold in ("fold 1", "fold 2"):
+        between = sorted(v for v in seen.get(fold, ()) if 0 < v < 100)
+        assert between, f"{fold}: only {sorted(seen.get(fold, ()))} seen while it trained"
