@@ -7,8 +7,8 @@ the column and, where it applies, the row as the user finds it in the file ("row
 Inference for undeclared columns (the target, id and group columns are never features):
 - every present cell parses as a number -> numeric (non-finite numbers are refused);
 - otherwise text (bools included) -> categorical, one-hot over the whole file's sorted levels;
-- text with more than `max_categories` levels that are over 95 % distinct -> dropped with a
-  warning (an identifier or free text); fewer distinct but too many levels -> refused;
+- text with more than 20 levels that are over 95 % distinct -> dropped with a warning (an
+  identifier or free text); less distinct but more than `max_categories` levels -> refused;
 - a constant column (one value, zero variance) -> dropped with a warning.
 Task: a text target, or an integer target with <= 20 distinct values -> classification;
 any other numeric target -> regression. Rows whose target is missing are left out and counted.
@@ -36,7 +36,7 @@ Warn = Callable[[str], None]
 MISSING_LEVEL = "missing"  # the category that stands for a missing categorical cell
 ROW_KEY = "row"  # the key column when the file has no id column: 0-based file position
 MAX_CLASSES_INFERRED = 20  # an integer target with at most this many values is a class label
-DISTINCT_SHARE_DROPPED = 0.95  # text this distinct (and above max_categories) is an identifier
+DISTINCT_SHARE_DROPPED = 0.95  # text this distinct (and > 20 levels) is an identifier
 SNIFF_BYTES = 16 * 1024
 SHOWN_ROWS = 5  # how many rows an error or warning lists before "..."
 
@@ -839,15 +839,19 @@ class _Stages(_Resolver):
         """The sorted levels; None for text that looks like an identifier (dropped)."""
         s = self.spec
         levels = sorted(column.dropna().unique().tolist())
-        if len(levels) <= s.max_categories:
-            return levels
         n_present = int(column.notna().sum())
-        if name not in s.categorical and len(levels) > DISTINCT_SHARE_DROPPED * n_present:
+        if (
+            name not in s.categorical
+            and len(levels) > MAX_CLASSES_INFERRED
+            and len(levels) > DISTINCT_SHARE_DROPPED * n_present
+        ):
             self.warn(
                 f"{self.label}: dropping column {name!r}: {len(levels)} distinct values in "
                 f"{n_present} rows looks like an identifier or free text"
             )
             return None
+        if len(levels) <= s.max_categories:
+            return levels
         raise self.fail(
             f"column {name!r} has {len(levels)} distinct values, more than max_categories="
             f"{s.max_categories}; use --drop {name} or, if it holds numbers, --numeric {name}"

@@ -214,6 +214,26 @@ def test_identifier_like_text_and_constant_columns_are_dropped(tmp_path):
     assert any("'name'" in w for w in warnings) and any("'flat'" in w for w in warnings)
 
 
+def test_free_text_is_dropped_even_with_fewer_levels_than_max_categories(tmp_path):
+    n = 150  # iris-sized: 150 distinct notes are below max_categories (200), still not a feature
+    frame = pd.DataFrame(
+        {
+            "note": [f"free text {i}" for i in range(n)],
+            "code": [f"c{i % 25}" for i in range(n)],  # 25 levels in 150 rows: a real category
+            "ten": [f"t{i}" for i in range(10)] * (n // 10),
+            "y": ["a", "b", "c"] * (n // 3),
+        }
+    )
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    _, resolved, warnings = load(path, DataSpec(target="y"))
+    assert "note" in resolved.dropped and "150 distinct" in resolved.dropped["note"]
+    assert set(resolved.categorical) == {"code", "ten"}
+    assert any("'note'" in w and "free text" in w for w in warnings), warnings
+    _, declared, _ = load(path, DataSpec(target="y", categorical=["note"]))
+    assert "note" in declared.categorical  # declared: the user's word wins
+
+
 # ----------------------------------------------------------------------------- fold scope
 
 
