@@ -132,6 +132,12 @@ class ExecutionConfig(TrainingLoopConfig):
     gpus: list[int] | None = Field(
         default=None, description="GPU ids to use, one fold per GPU; None = CPU only."
     )
+    api_lost_after_s: float = Field(
+        default=60.0,
+        ge=5,
+        description="Stop the run when the Prefect API has not answered for this many seconds "
+        "while folds train (finished folds stay persisted; rerun to resume).",
+    )
 
     @field_validator("gpus")
     @classmethod

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import netrc
 import os
 import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -224,18 +226,36 @@ def _check_response(shown: str, response: httpx.Response, max_bytes: int) -> int
     return declared
 
 
+def netrc_auth(source: str) -> httpx.Auth | None:
+    """Basic auth from `$NETRC` or `~/.netrc` for a URL without user-info, if that file exists.
+
+    The way to give a password without writing it into the URL (where it could end up in a
+    flow-run parameter); the URL's own user-info, when present, wins.
+    """
+    if urlsplit(source).username:
+        return None
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    if not path.is_file():
+        return None
+    try:
+        return httpx.NetRCAuth(str(path))
+    except (netrc.NetrcParseError, OSError) as err:
+        raise DownloadError(f"cannot read credentials from {path}: {err}") from None
+
+
 def _download_http(
     source: str, dest_dir: str, expected: str | None, timeout_s: float, max_bytes: int
 ) -> RawData:
     """Stream an http(s) URL, mapping each failure to transient (retry) or permanent (stop).
 
     User-info in the URL is sent as HTTP basic auth (httpx does that); it is never shown.
+    Without it, credentials for the host come from a netrc file, as for curl.
     """
     shown = redact_source(source)
     try:
         timeout = httpx.Timeout(timeout_s)
         with (
-            httpx.Client(follow_redirects=True, timeout=timeout) as client,
+            httpx.Client(follow_redirects=True, timeout=timeout, auth=netrc_auth(source)) as client,
             client.stream("GET", source) as response,
         ):
             declared = _check_response(shown, response, max_bytes)

@@ -114,6 +114,27 @@ def test_basic_auth_from_url_succeeds_and_is_never_shown(
     _never_shows("s3cret", repr(raw), *logged)
 
 
+def test_credentials_from_a_netrc_file_keep_the_url_clean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login alice password s3cret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    with serve({"/data.csv": Reply(body=CSV)}, basic_auth=("alice", "s3cret")) as base:
+        raw = download_csv.fn(f"{base}/data.csv", str(tmp_path / "raw"), **LIMITS)
+        assert Path(raw.path).read_bytes() == CSV
+        assert raw.source == f"{base}/data.csv"
+        _never_shows("s3cret", repr(raw), *[r.getMessage() for r in caplog.records])
+        netrc.write_text("machine 127.0.0.1 login alice password wrong\n")
+        with pytest.raises(DownloadError, match="HTTP 401"):  # the file's password was used
+            download_csv.fn(f"{base}/data.csv", str(tmp_path / "raw2"), **LIMITS)
+        netrc.write_text("machine\n")
+        with pytest.raises(DownloadError, match=r"cannot read credentials from .*netrc"):
+            download_csv.fn(f"{base}/data.csv", str(tmp_path / "raw3"), **LIMITS)
+
+
 def test_basic_auth_is_really_required(tmp_path: Path) -> None:
     with serve({"/data.csv": Reply(body=CSV)}, basic_auth=("alice", "s3cret")) as base:
         with pytest.raises(DownloadError, match="HTTP 401"):
