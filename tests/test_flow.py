@@ -79,3 +79,25 @@ def test_cli_runs_two_folds_at_once_on_one_ephemeral_api(tmp_path):
     most = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
     assert most == 2  # two folds trained at the same time, never more than the 2 workers
     assert len({f["worker"] for f in metrics["folds"]}) == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        (["--hidden", "0"], "model.hidden_units.0"),
+        (["--hidden=-5"], "model.hidden_units.0"),
+        (["--l1", "inf"], "model.l1"),
+        (["--l2", "nan"], "model.l2"),
+        (["--epochs", "0"], "model.epochs"),
+        (["--api-lost-after-s", "1"], "execution.api_lost_after_s"),
+    ],
+)
+def test_impossible_settings_are_refused_before_anything_runs(tmp_path, capsys, options, field):
+    """Refused by the config (one clear error naming the field), not by Keras in every fold."""
+    from flows.cli import main
+
+    out = tmp_path / "out"
+    code = main(["run", *options, "--output-dir", str(out), "--cache-dir", str(tmp_path / "c")])
+    assert code != 0
+    assert field in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "c").exists()
