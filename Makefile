@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 4200
 
-.PHONY: run test lint bench server clean-cache setup screenshots
+.PHONY: run test lint bench bench-scale server clean-cache setup screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench $(ARGS)
+
+# 2 000 / 20 000 / 200 000 synthetic rows, fit vs foldflow with 1 and 2 workers (a few minutes).
+bench-scale: $(STAMP)
+	$(BIN)/python -m benchmarks.scale $(ARGS)
 
 # The README's UI screenshots (needs: apt-get install chromium chromium-driver).
 screenshots: $(STAMP)

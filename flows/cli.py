@@ -203,9 +203,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_process(quiet_console=show_progress)
     api = start_api_in_background()
     from flows.cross_validate import cross_validate
+    from flows.fanout import fold_workers_started
 
-    api.join()
-    with stop_on_signals("run"):
+    # The fold workers spawn and import TensorFlow while the API server boots (and then while
+    # the flow downloads and cleans); the flow's fan-out takes them over.
+    with stop_on_signals("run"), fold_workers_started(config):
+        api.join()
         if show_progress:
             from flows.terminal import quiet_console_logs, run_with_progress
 

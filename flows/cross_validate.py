@@ -6,7 +6,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
-from flows.fanout import REFIT, run_folds
+from flows.fanout import REFIT, fold_workers_started, run_folds
 from flows.naming import short_run_id, tag_flow_run
 from tasks.bundle import write_model_bundle
 from tasks.clean import CleanedData, clean_to_parquet
@@ -53,20 +53,21 @@ def run_name() -> str:
 @flow(name="cross-validate", flow_run_name=run_name, log_prints=True)
 def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
     """Cross-validate a Keras MLP on a table and write the out-of-fold predictions."""
-    data = fetch_and_clean(config)
-    tag_flow_run(
-        [
-            f"data-{data.raw_sha256[:8]}",
-            f"runner-{config.execution.runner}",
-            f"model-{config.model.label()}",
-        ]
-    )
-    folds = plan_folds(
-        data, config.folds, config.shuffle, config.seed, config.splitter, config.repeats,
-        redact_source(config.source),
-    )  # fmt: skip
-    output_dir = check_output_dir(config.output_dir)
-    fanned = run_folds(data, folds, config, refit=config.refit)
+    with fold_workers_started(config):  # they spawn and import TensorFlow meanwhile
+        data = fetch_and_clean(config)
+        tag_flow_run(
+            [
+                f"data-{data.raw_sha256[:8]}",
+                f"runner-{config.execution.runner}",
+                f"model-{config.model.label()}",
+            ]
+        )
+        folds = plan_folds(
+            data, config.folds, config.shuffle, config.seed, config.splitter, config.repeats,
+            redact_source(config.source),
+        )  # fmt: skip
+        output_dir = check_output_dir(config.output_dir)
+        fanned = run_folds(data, folds, config, refit=config.refit)
     outcomes = fanned[""]
     run = RunInfo(
         model_label=config.model.label(),

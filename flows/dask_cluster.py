@@ -10,10 +10,11 @@
   own thread budget comes from `FoldRuntime.threads`).
 
 Everything listens on 127.0.0.1 only and starts no dashboard. Worker processes are spawned from
-this process and inherit its environment when the cluster starts (which `DaskTaskRunner` does
-when the runner is entered), so a `PREFECT_API_URL` exported before that
-(`flows.process.share_ephemeral_api`) reaches them; each Prefect task also carries the flow's
-settings context with it.
+this process and inherit its environment when the cluster starts, which may be before the run's
+API server is up (`flows.fanout.fold_workers_started` starts local clusters early); the API URL
+reaches them with each Prefect task, which carries the submitting context's settings
+(`flows.process.api_shared_with_workers`). Local workers import TensorFlow in a preload
+(`warm_up_preload`) before they join the cluster, so folds start training at once.
 
 Build runners from `address` or `cluster_class`, never `cluster=`: Prefect runs a flow on
 `task_runner.duplicate()`, which drops the cluster object (a new default `LocalCluster` starts
@@ -30,6 +31,7 @@ import dask
 import distributed
 from prefect_dask import DaskTaskRunner
 
+from flows.process import threads_per_worker
 from tasks.config import ExecutionConfig
 from tasks.devices import check_devices
 
@@ -38,9 +40,19 @@ LOOPBACK = "127.0.0.1"
 SCHEDULER_HTTP = f"{LOOPBACK}:0"
 
 
+def warm_up_preload(threads: int, gpu: int | None) -> str:
+    """A worker preload (script text) importing TensorFlow as the worker's folds would.
+
+    It runs while the worker starts, before it joins the cluster: folds then start training at
+    once, and no task is unpickled beside the import (which would race it for modules).
+    """
+    return f"from flows.process import warm_tensorflow\nwarm_tensorflow({threads}, {gpu!r})\n"
+
+
 def local_cluster_kwargs(workers: int) -> dict[str, Any]:
     """`LocalCluster` arguments for `workers` single-threaded worker processes on loopback."""
     return {
+        "preload": [warm_up_preload(threads_per_worker(workers), None)],
         "n_workers": max(1, workers),
         "threads_per_worker": 1,
         "processes": True,
@@ -52,8 +64,12 @@ def local_cluster_kwargs(workers: int) -> dict[str, Any]:
     }
 
 
-def gpu_worker_specs(gpus: Sequence[int]) -> dict[str, dict[str, Any]]:
-    """One Nanny-managed worker per GPU id: 1 thread, resource GPU=1, only that GPU visible."""
+def gpu_worker_specs(gpus: Sequence[int], threads: int | None = None) -> dict[str, dict[str, Any]]:
+    """One Nanny-managed worker per GPU id: 1 thread, resource GPU=1, only that GPU visible.
+
+    With `threads` (TensorFlow's budget per fold), each worker imports TensorFlow as it starts.
+    """
+    preload = {"preload": [warm_up_preload(threads, 0)]} if threads else {}
     return {
         f"gpu-{gpu}": {
             "cls": distributed.Nanny,
@@ -62,19 +78,24 @@ def gpu_worker_specs(gpus: Sequence[int]) -> dict[str, dict[str, Any]]:
                 "resources": {GPU_RESOURCE: 1},
                 "env": {"CUDA_VISIBLE_DEVICES": str(gpu)},
                 "host": LOOPBACK,
+                **preload,
             },
         }
         for gpu in check_devices(gpus)
     }
 
 
-def gpu_cluster(gpus: Sequence[int], **kwargs: Any) -> distributed.deploy.Cluster:
+def gpu_cluster(
+    gpus: Sequence[int], threads: int | None = None, **kwargs: Any
+) -> distributed.deploy.Cluster:
     """A local cluster with one worker per GPU, each owning exactly one device.
 
     `dask_cuda.LocalCUDACluster` when it is installed (it also pins CPU affinity; each worker
     sees its own GPU first in a rotated `CUDA_VISIBLE_DEVICES`, so `FoldRuntime.gpu=0` picks
     it); otherwise a `SpecCluster` of Nanny workers with `CUDA_VISIBLE_DEVICES=<id>` each.
-    Extra keyword arguments go to the cluster class (`DaskTaskRunner` passes none itself).
+    `threads`: the fallback's workers import TensorFlow with it as they start (see
+    `gpu_worker_specs`); `dask_cuda`'s workers import it with their first fold (not warmed:
+    untested here). Extra keyword arguments go to the cluster class.
     """
     ids = check_devices(gpus)
     if not ids:
@@ -97,7 +118,7 @@ def gpu_cluster(gpus: Sequence[int], **kwargs: Any) -> distributed.deploy.Cluste
         "options": {"host": LOOPBACK, "dashboard": False, "dashboard_address": SCHEDULER_HTTP},
     }
     return distributed.SpecCluster(
-        workers=gpu_worker_specs(ids), scheduler=scheduler, name="foldflow-gpus", **kwargs
+        workers=gpu_worker_specs(ids, threads), scheduler=scheduler, name="foldflow-gpus", **kwargs
     )
 
 
@@ -107,7 +128,10 @@ def dask_task_runner(execution: ExecutionConfig, workers: int) -> DaskTaskRunner
         return DaskTaskRunner(address=execution.dask_address)
     if execution.gpus:
         return DaskTaskRunner(
-            cluster_class=gpu_cluster, cluster_kwargs={"gpus": check_devices(execution.gpus)}
+            cluster_class=gpu_cluster,
+            cluster_kwargs={
+                "gpus": check_devices(execution.gpus), "threads": threads_per_worker(workers)
+            },
         )
     return DaskTaskRunner(
         cluster_class=distributed.LocalCluster, cluster_kwargs=local_cluster_kwargs(workers)

@@ -4,6 +4,9 @@
 `ExecutionConfig` says), maps `train_fold` over the folds *inside the calling flow run* (so
 every fold task run, its logs and its state are on that run's own page in the UI), shows
 folds done as a progress artifact, and returns each fold's result or a `FoldFailure`.
+`fold_workers_started` starts that runner's worker processes ahead of the folds (the CLI
+while the API server boots, the flow while it downloads and cleans): they spawn and import
+TensorFlow meanwhile, and `run_folds` takes the started runner over.
 With `refit`, one more `train_fold` run trains the model on every row (`full_fold`): the same
 task, cache key, retries and runner as a fold, so it is cached and retried exactly like one.
 """
@@ -12,9 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from prefect import unmapped
@@ -25,6 +29,8 @@ from flows.process import (
     api_shared_with_workers,
     init_fold_worker,
     stop_child_processes,
+    stop_when_api_lost,
+    threads_per_worker,
 )
 from tasks.clean import CleanedData
 from tasks.config import CVConfig, ExecutionConfig, FoldRuntime, ModelConfig
@@ -57,11 +63,6 @@ class FoldFailure:
         return f"{verb} after {self.attempts} attempt{plural}: {self.error}"
 
 
-def threads_per_worker(workers: int) -> int:
-    """Split the cores evenly so N workers never oversubscribe the machine."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
-
-
 def make_task_runner(execution: ExecutionConfig, workers: int) -> TaskRunner:
     """A task runner for `workers` concurrent folds, as the execution config asks."""
     if execution.uses_dask():
@@ -72,7 +73,129 @@ def make_task_runner(execution: ExecutionConfig, workers: int) -> TaskRunner:
         return dask_task_runner(execution, workers)
     if execution.runner == "thread" or workers == 1:
         return ThreadPoolTaskRunner(max_workers=workers)
-    return ProcessPoolTaskRunner(max_workers=workers, initializer=init_fold_worker)
+    # Each worker imports TensorFlow in its initialiser, with the threads its folds will use.
+    return FoldProcessPool(
+        max_workers=workers, initializer=init_fold_worker, initargs=(threads_per_worker(workers),)
+    )
+
+
+def starts_worker_processes(execution: ExecutionConfig, workers: int) -> bool:
+    """Whether this run's folds go to worker processes it starts itself (pool or local cluster)."""
+    if execution.uses_dask():
+        return not execution.dask_address
+    return execution.runner == "process" and workers > 1
+
+
+class FoldProcessPool(ProcessPoolTaskRunner):
+    """Prefect's process pool, with every worker process started as soon as it is entered.
+
+    Python spawns pool processes one per submission, so the pool would start its workers only
+    when the folds arrive; one no-op call per worker starts them all at once instead.
+    """
+
+    def __enter__(self) -> Self:
+        super().__enter__()
+        for _ in range(self._max_workers):
+            self._executor.submit(os.getpid)
+        return self
+
+    def terminate_workers(self) -> None:
+        """End the worker processes now, e.g. mid-import when no fold will ever need them."""
+        executor = self._executor
+        for proc in list(getattr(executor, "_processes", {}).values()) if executor else []:
+            if proc.is_alive():
+                proc.terminate()
+
+
+class StartedRunner:
+    """A fold runner entered ahead of its folds, so that its workers get ready meanwhile.
+
+    A process pool spawns its workers on entry, each importing TensorFlow in its initialiser;
+    a local Dask cluster starts in a background thread (its workers import TensorFlow in a
+    preload, `flows.dask_cluster.warm_up_preload`, before they join it).
+    """
+
+    def __init__(self, execution: ExecutionConfig, workers: int) -> None:
+        self.runner = make_task_runner(execution, workers)
+        self.runner.__enter__()
+        self.error: BaseException | None = None
+        self._starting: threading.Thread | None = None
+        if execution.uses_dask():
+            self._starting = threading.Thread(
+                target=self._start_cluster, name="foldflow-dask-start", daemon=True
+            )
+            self._starting.start()
+
+    def _start_cluster(self) -> None:
+        try:
+            self.runner.client  # noqa: B018 - the property starts the cluster and connects
+        except BaseException as err:  # noqa: BLE001 - the fan-out starts anew and says why
+            self.error = err
+
+    def ready(self) -> bool:
+        """Wait until it has started; whether it can take the folds."""
+        if self._starting is not None:
+            self._starting.join()
+        return self.error is None
+
+    def close(self) -> None:
+        """Stop it unused, without waiting for workers still importing TensorFlow."""
+        self.ready()
+        if isinstance(self.runner, FoldProcessPool):
+            self.runner.terminate_workers()
+        self.runner.__exit__(None, None, None)
+
+
+_STARTED: dict[str, StartedRunner] = {}  # runners started ahead, by _runner_key
+
+
+def _runner_key(execution: ExecutionConfig, workers: int) -> str:
+    return f"{workers}:{execution.model_dump_json()}"
+
+
+@contextlib.contextmanager
+def fold_workers_started(config: CVConfig) -> Iterator[None]:
+    """Inside: the run's fold workers start now, and import TensorFlow while the run goes on.
+
+    `run_folds` takes them over when the folds are planned; workers no fold took (the run
+    failed before its folds) are stopped on the way out. A no-op when the folds run in this
+    process, on an existing Dask cluster, or when an enclosing block (the CLI's around the
+    flow's) already started them. Results do not change: each worker imports TensorFlow with
+    the thread budget and device its folds would have used.
+    """
+    execution = config.execution
+    workers = execution.resolved_workers(config.folds * config.repeats)
+    key = _runner_key(execution, workers)
+    if key in _STARTED or not starts_worker_processes(execution, workers):
+        yield
+        return
+    started = _STARTED[key] = StartedRunner(execution, workers)
+    try:
+        yield
+    finally:
+        if _STARTED.get(key) is started:
+            del _STARTED[key]
+            started.close()
+
+
+@contextlib.contextmanager
+def fold_runner(execution: ExecutionConfig, workers: int) -> Iterator[TaskRunner]:
+    """The fan-out's runner, entered: the one started ahead for it if any, else a new one."""
+    started = _STARTED.pop(_runner_key(execution, workers), None)
+    if started is not None and not started.ready():
+        started.close()  # its cluster failed to start: a new runner raises the error here
+        started = None
+    if started is None:
+        with make_task_runner(execution, workers) as runner:
+            yield runner
+        return
+    runner = started.runner
+    try:
+        yield runner
+    except BaseException as err:
+        runner.__exit__(type(err), err, err.__traceback__)
+        raise
+    runner.__exit__(None, None, None)
 
 
 @contextlib.contextmanager
@@ -126,9 +249,12 @@ def track_folds_done(futures: list[Any]) -> None:
     from prefect.futures import as_completed
 
     total = len(futures)
-    artifact = create_progress_artifact(0.0, key="folds-done", description=f"folds done / {total}")
+    def described(done: int) -> str:
+        return f"{done} of {total} folds done"
+
+    artifact = create_progress_artifact(0.0, key="folds-done", description=described(0))
     for done, _ in enumerate(as_completed(futures), start=1):
-        update_progress_artifact(artifact, 100.0 * done / total)
+        update_progress_artifact(artifact, 100.0 * done / total, description=described(done))
 
 
 def run_folds(
@@ -167,7 +293,8 @@ def run_folds(
     shared_api = api_shared_with_workers() if in_workers else contextlib.nullcontext()
     with (
         shared_api,  # worker processes must report to this run's API
-        make_task_runner(execution, workers) as runner,
+        stop_when_api_lost(execution.api_lost_after_s),
+        fold_runner(execution, workers) as runner,
         fold_resources(execution, runner),
     ):
         try:

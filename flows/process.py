@@ -80,11 +80,41 @@ def exit_with_parent(on_exit: Callable[[], None] | None = None) -> None:
     threading.Thread(target=watch, name="foldflow-parent-watch", daemon=True).start()
 
 
-def init_fold_worker() -> None:
-    """Initialiser of every fold worker process of a process pool."""
+def threads_per_worker(workers: int) -> int:
+    """Split the cores evenly so N workers never oversubscribe the machine."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def init_fold_worker(threads: int | None = None, gpu: int | None = None) -> None:
+    """Initialiser of every fold worker process of a process pool.
+
+    With `threads`, the worker also imports TensorFlow here, as its folds would (same thread
+    budget, same device), so that the import overlaps the flow's own start-up instead of
+    delaying its first fold. The parent watch starts first: a parent that dies meanwhile
+    still takes the worker with it.
+    """
     configure_process()
     exit_with_parent()
     skip_teardown_at_exit()
+    if threads is not None:
+        warm_tensorflow(threads, gpu)
+
+
+def warm_tensorflow(threads: int, gpu: int | None = None) -> int:
+    """Import TensorFlow now, exactly as a fold would, so the fold trains at once; the pid.
+
+    Failing is harmless: the fold imports it again and reports the error where it belongs.
+    """
+    import logging
+
+    logger = logging.getLogger("foldflow.worker")
+    try:
+        from tasks.train import import_tensorflow
+
+        import_tensorflow(threads, gpu, logger)
+    except Exception:  # noqa: BLE001 - see the docstring
+        logger.debug("TensorFlow warm-up import failed; a fold will retry it", exc_info=True)
+    return os.getpid()
 
 
 def share_ephemeral_api() -> None:
@@ -292,6 +322,57 @@ def _mark_stopped(flow_run_id: Any, signal_name: str) -> None:
             client.set_flow_run_state(flow_run_id, Cancelled(message=message), force=True)
     except Exception:  # noqa: BLE001 - best effort: the API may be gone
         pass
+
+
+API_POLL_S = 5.0
+
+
+def api_lost_message(url: str, patience_s: float) -> str:
+    """What the user reads when the API went away mid-run: which API, and how to resume."""
+    return (
+        f"foldflow: the Prefect API at {url} has not answered for {patience_s:.0f} s; stopping "
+        "the run. Folds that finished are persisted: run the same command again when the API "
+        "is back, and only the unfinished folds train."
+    )
+
+
+@contextlib.contextmanager
+def stop_when_api_lost(patience_s: float, poll_s: float = API_POLL_S) -> Iterator[None]:
+    """Inside: if the Prefect API stops answering for `patience_s`, end the run (exit code 1).
+
+    While folds train, nothing else talks to the API for minutes, so a server that died (or
+    hangs) would only be noticed when the last fold finishes. A daemon thread polls the API's
+    health; once it has failed for `patience_s` the workers are stopped, the message names the
+    API, and the process exits: no state can be recorded in an API that is gone.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        import httpx
+
+        answered = time.monotonic()
+        while not done.wait(poll_s):
+            try:
+                httpx.get(f"{url}/health", timeout=min(10.0, patience_s)).raise_for_status()
+                answered = time.monotonic()
+            except httpx.HTTPError:
+                if time.monotonic() - answered >= patience_s and not done.is_set():
+                    sys.stderr.write("\n" + api_lost_message(url, patience_s) + "\n")
+                    sys.stderr.flush()
+                    stop_child_processes()
+                    os._exit(1)
+
+    threading.Thread(target=watch, name="foldflow-api-watch", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 def _serve_api_for(parent: int, uvicorn_args: list[str]) -> None:

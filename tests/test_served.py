@@ -376,7 +376,7 @@ def test_failed_deployment_run_is_retried_and_retrains_only_the_failed_fold(serv
         assert {n: r.state.name for n, r in first.items()} == {
             **dict.fromkeys(FOLDS - {"fold-3"}, "Completed"),
             "fold-3": "Failed",
-        }
+        }, "\n".join([*(f"{n}: {r.state!r}" for n, r in first.items()), launcher.logs()])
         assert not (tmp_path / "output" / "metrics.json").exists()
 
         # The same flow run again, on a serve process without the fault.

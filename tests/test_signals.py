@@ -8,6 +8,7 @@ the run is left.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -156,4 +157,23 @@ def test_a_silent_api_fails_the_run_in_bounded_time_naming_it(tmp_path):
     assert code == 1, out.text[-3000:]
     assert took < 60, f"took {took:.1f} s"
     assert f"the Prefect API at {url} did not answer" in out.text, out.text[-3000:]
+    assert wait_gone(proc.pid, str(tmp_path), timeout=10) == []
+
+
+def test_an_api_that_dies_mid_run_stops_the_run_in_bounded_time_naming_it(tmp_path):
+    """The API server killed while folds train: the run ends soon after, not after the folds."""
+    proc = start_run(tmp_path, "--api-lost-after-s", "5")
+    out = Output(proc)
+    out.wait_for("epoch", timeout=180)  # folds are training, on a 100000-epoch budget
+    server = [c for c in workers_of(proc.pid) if "--api-for" in " ".join(c.cmdline())]
+    assert len(server) == 1, [" ".join(c.cmdline())[:120] for c in workers_of(proc.pid)]
+    killed = time.monotonic()
+    server[0].kill()
+    code = proc.wait(timeout=90)
+    took = time.monotonic() - killed
+    assert code == 1, out.text[-3000:]
+    assert took < 30, f"took {took:.1f} s"
+    assert re.search(r"the Prefect API at http://127\.0\.0\.1:\d+/api has not answered for 5 s",
+                     out.text), out.text[-3000:]  # fmt: skip
+    assert "run the same command again" in out.text
     assert wait_gone(proc.pid, str(tmp_path), timeout=10) == []
