@@ -457,6 +457,14 @@ def run_seeds(
     return notebook, foldflow
 
 
+def keep_or_remove(work: Path, keep: bool, what: str) -> None:
+    """A benchmark's scratch folder: kept (and named) with --keep, else removed."""
+    if keep:
+        print(f"{what} kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run both sides for each seed, print the figures, end with the speed-up."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__)
@@ -497,10 +505,7 @@ def main(argv: list[str] | None = None) -> int:
             figures |= {"notebook": notebook, "foldflow": foldflow, "speedup": speedup}
             Path(args.json_path).write_text(json.dumps(figures, indent=2) + "\n")
     finally:
-        if args.keep:
-            print(f"logs and outputs kept in {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        keep_or_remove(work, args.keep, "logs and outputs")
     print(f"speedup: {speedup:.1f}")
     return 0
 

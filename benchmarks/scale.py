@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ from benchmarks.bench import (
     classify,
     fail,
     foldflow_command,
+    keep_or_remove,
     machine_line,
     run_measured,
 )
@@ -407,10 +407,7 @@ def main(argv: list[str] | None = None) -> int:
                        "sizes": sizes, "growth": pairs, "targets_met": met}  # fmt: skip
             Path(args.json_path).write_text(json.dumps(figures, indent=2) + "\n")
     finally:
-        if args.keep:
-            print(f"data, logs and outputs kept in {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        keep_or_remove(work, args.keep, "data, logs and outputs")
     top = sizes[-1]
     if top["rows"] != REFERENCE_ROWS:
         print(f"(the line below is at {top['rows']:,} rows: {REFERENCE_ROWS:,} was not run)")
