@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -194,9 +195,12 @@ def build_model(n_features: int, n_classes: int, cfg: ModelConfig, seed: int, lo
             return keras.regularizers.L1L2(l1=cfg.l1, l2=cfg.l2)
         return None
 
+    # Explicit layer names: Keras's automatic ones come from a per-process counter that
+    # `clear_session` resets, so a fold building its model while another thread of the same
+    # process starts its own would get "dense" twice and fail.
     on_activity = cfg.regularizer_on == "activity"
-    layers: list[Any] = [keras.Input(shape=(n_features,))]
-    for units in cfg.hidden_units:
+    layers: list[Any] = [keras.Input(shape=(n_features,), name="features")]
+    for depth, units in enumerate(cfg.hidden_units, start=1):
         layers.append(
             keras.layers.Dense(
                 units,
@@ -204,16 +208,21 @@ def build_model(n_features: int, n_classes: int, cfg: ModelConfig, seed: int, lo
                 kernel_initializer=init(),
                 activity_regularizer=penalty() if on_activity else None,
                 kernel_regularizer=None if on_activity else penalty(),
+                name=f"hidden_{depth}",
             )
         )
         if cfg.dropout:
-            layers.append(keras.layers.Dropout(cfg.dropout, seed=next(seeds)))
+            layers.append(
+                keras.layers.Dropout(cfg.dropout, seed=next(seeds), name=f"dropout_{depth}")
+            )
     if n_classes:
-        head = keras.layers.Dense(n_classes, activation="softmax", kernel_initializer=init())
+        head = keras.layers.Dense(
+            n_classes, activation="softmax", kernel_initializer=init(), name="output"
+        )
     else:
-        head = keras.layers.Dense(1, kernel_initializer=init())
+        head = keras.layers.Dense(1, kernel_initializer=init(), name="output")
     layers.append(head)
-    model = keras.Sequential(layers)
+    model = keras.Sequential(layers, name="foldflow_mlp")
     optimizer = keras.optimizers.get(cfg.optimizer)
     if cfg.learning_rate is not None:
         optimizer.learning_rate = cfg.learning_rate
@@ -280,6 +289,32 @@ class NonFiniteError(PermanentError):
     """Training diverged (loss or predictions NaN/inf): retrying the same maths cannot help."""
 
 
+_SESSION_LOCK = threading.Lock()
+_FOLDS_TRAINING = 0  # folds training in this process now (more than one with threads)
+
+
+@contextlib.contextmanager
+def keras_session(seed: int) -> Iterator[None]:
+    """Seed Keras for one fold; free the last fold's graphs only when no other fold is training.
+
+    `clear_session` replaces Keras's per-process state, so calling it while another thread
+    of this process builds or trains a model would pull that state from under it.
+    """
+    import keras
+
+    global _FOLDS_TRAINING
+    with _SESSION_LOCK:
+        if _FOLDS_TRAINING == 0:
+            keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)
+        _FOLDS_TRAINING += 1
+    try:
+        yield
+    finally:
+        with _SESSION_LOCK:
+            _FOLDS_TRAINING -= 1
+
+
 @lru_cache(maxsize=4)
 def _cached_table(data: CleanedData) -> pd.DataFrame:
     """Read the cleaned table once per worker process, however many folds it trains."""
@@ -307,8 +342,21 @@ def train_fold(
     attempt, _ = current_attempt()
     maybe_inject_fault(fold.index, attempt, runtime.faults)
     tf = import_tensorflow(runtime.threads, runtime.gpu, logger)
-    import keras
+    with keras_session(fold_seed(seed, fold.index)):
+        return fit_fold(tf, data, fold, model, seed, runtime, logger, attempt)
 
+
+def fit_fold(
+    tf: Any,
+    data: CleanedData,
+    fold: FoldSpec,
+    model: ModelConfig,
+    seed: int,
+    runtime: FoldRuntime,
+    logger: Any,
+    attempt: int,
+) -> FoldResult:
+    """Fit the preprocessing and the network on the fold's training rows, score its test rows."""
     table, spec = _cached_table(data), data.spec
     train_pos, test_pos = fold.train_positions(), fold.test_positions
     x, y, params = prepare_fold(table, spec, train_pos)
@@ -316,8 +364,6 @@ def train_fold(
     x_train, y_train, x_test, y_test = x[train_pos], y[train_pos], x[test_pos], y[test_pos]
 
     span = epochs_per_call(model.epochs, runtime.log_every, runtime.validate_every)
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(fold_seed(seed, fold.index))
     try:
         net = build_model(
             x.shape[1], len(spec.classes), model, fold_seed(seed, fold.index), spec.loss

@@ -11,7 +11,7 @@ from tasks.clean import clean_to_parquet
 from tasks.config import BUNDLED_DATA, FoldRuntime, ModelConfig
 from tasks.dataspec import DataSpec
 from tasks.folds import split_folds
-from tasks.train import build_model, epochs_per_call, fold_cache_key, train_fold
+from tasks.train import build_model, epochs_per_call, fold_cache_key, keras_session, train_fold
 
 
 @pytest.mark.parametrize(
@@ -64,6 +64,48 @@ def test_fold_training_is_seeded_and_chunking_does_not_change_it(tmp_path):
     assert a.history["epoch"] == b.history["epoch"] == [1.0, 2.0, 3.0, 4.0]
     np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-6)
     assert 0 <= a.run.scores["accuracy"] <= 1 and a.fold == 2
+
+
+def test_layer_names_do_not_depend_on_what_keras_built_before():
+    """Automatic names come from a counter another thread's `clear_session` can reset mid-build."""
+    import keras
+
+    def names():
+        return [layer.name for layer in build_model(9, 3, ModelConfig(), seed=1).layers]
+
+    keras.layers.Dense(1), keras.layers.Dense(1)  # the process's counter moves on
+    before = names()
+    keras.backend.clear_session()  # ... and goes back to zero
+    assert before == names() == ["hidden_1", "hidden_2", "output"]
+
+
+def test_keras_is_reset_only_when_no_other_fold_of_the_process_is_training():
+    import keras
+
+    with keras_session(1):
+        assert keras.layers.Dense(1).name == "dense"  # the last fold's names are gone
+        with keras_session(2):  # a second fold, on another thread of the same process
+            assert keras.layers.Dense(1).name == "dense_1"  # the first's state is untouched
+    with keras_session(3):
+        assert keras.layers.Dense(1).name == "dense"
+
+
+def test_folds_trained_at_once_on_threads_equal_folds_trained_one_by_one(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    sha = hashlib.sha256(BUNDLED_DATA.read_bytes()).hexdigest()
+    data = clean_to_parquet.fn(str(BUNDLED_DATA), sha, str(tmp_path), DataSpec())
+    folds = split_folds(data.n_rows, 5, True, 42)[:2]
+    model, runtime = ModelConfig(epochs=3), FoldRuntime(threads=1, progress_artifacts=False)
+
+    def train(fold):
+        return train_fold.fn(data, fold, model, 42, runtime)
+
+    one_by_one = [train(fold) for fold in folds]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        at_once = list(pool.map(train, folds))
+    for a, b in zip(one_by_one, at_once, strict=True):
+        np.testing.assert_array_equal(a.predictions, b.predictions)
 
 
 def test_cache_key_depends_on_what_determines_the_result():
