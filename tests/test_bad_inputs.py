@@ -45,7 +45,7 @@ from tasks.dataspec import DataSpec
 from tasks.download import download_csv
 from tasks.folds import plan_folds, split_folds
 from tasks.join import METRICS_JSON, OOF_CSV, OOF_PARQUET, join_out_of_fold
-from tasks.metrics import FoldRun
+from tasks.metrics import FoldRun, RunInfo
 from tasks.outputs import check_output_dir
 from tasks.train import FoldResult
 from tests.loopback_http import Reply, serve
@@ -938,13 +938,13 @@ def test_crash_while_writing_outputs_keeps_previous_files(
     with monkeypatch.context() as patch:
         crash(patch)
         with pytest.raises(OSError, match="injected"):
-            join_out_of_fold.fn(data, folds, results, str(out), {"run": "crash"})
+            join_out_of_fold.fn(data, folds, results, str(out), RunInfo(name="crash"))
     assert sorted(os.listdir(out)) == sorted(OUTPUTS), "temporary files left behind"
     changed = [n for n, blob in good_run.outputs.items() if (out / n).read_bytes() != blob]
     if changed:
         raise AssertionError(f"{changed} changed by the crashed write")
     # Without the crash the same call does replace them: the crash test is not vacuous.
-    join_out_of_fold.fn(data, folds, results, str(out), {"run": "no-crash"})
+    join_out_of_fold.fn(data, folds, results, str(out), RunInfo(name="no-crash"))
     assert (out / OOF_PARQUET).read_bytes() != good_run.outputs[OOF_PARQUET]
     assert set(os.listdir(out)) >= set(OUTPUTS)
     assert not [n for n in os.listdir(out) if _is_temp_name(n)]
