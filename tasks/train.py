@@ -110,17 +110,24 @@ def native_stderr_to(logger: Any) -> Iterator[None]:
                 logger.debug("native library output:\n%s", text)
 
 
-def import_tensorflow(threads: int, gpu: int | None, logger: Any = None) -> Any:
-    """Import TensorFlow once per worker with its thread budget and at most one visible GPU."""
-    if "tensorflow" in sys.modules:
-        import tensorflow as tf
+_IMPORT_LOCK = threading.Lock()
 
-        return tf
-    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
-    os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
-    with native_stderr_to(logger or run_logger()):
-        tf = _first_import(threads, gpu)
-    return tf
+
+def import_tensorflow(threads: int, gpu: int | None, logger: Any = None) -> Any:
+    """Import TensorFlow once per worker with its thread budget and at most one visible GPU.
+
+    Thread-safe: a fold on another thread of the process waits until the first import is
+    configured (threads, devices, determinism) instead of training on a half-set-up runtime.
+    """
+    with _IMPORT_LOCK:
+        if "tensorflow" in sys.modules:
+            import tensorflow as tf
+
+            return tf
+        os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+        os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
+        with native_stderr_to(logger or run_logger()):
+            return _first_import(threads, gpu)
 
 
 def _first_import(threads: int, gpu: int | None) -> Any:
