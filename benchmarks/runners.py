@@ -3,8 +3,9 @@
     python -m benchmarks.runners [--epochs 500] [--folds 5] [-- more foldflow options]
 
 Runs `foldflow run` (a fresh process and an empty cache each time, so every fold trains) with
-`--workers 1`, `--workers 2` (worker processes) and `--runner dask --workers 2` (a local Dask
-cluster), checks that the three OOF tables are identical, and prints the speed-ups.
+`--workers 1`, `--workers 2` (worker processes), `--runner thread --workers 2` (two threads
+of the flow's process) and `--runner dask --workers 2` (a local Dask cluster), checks that the
+four OOF tables are identical, and prints the speed-ups.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pandas as pd
 VARIANTS = {
     "--workers 1": ["--workers", "1"],
     "--workers 2": ["--workers", "2"],
+    "--runner thread --workers 2": ["--runner", "thread", "--workers", "2"],
     "--runner dask --workers 2": ["--runner", "dask", "--workers", "2"],
 }
 
