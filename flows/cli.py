@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from flows.process import (
+    api_is_temporary,
     configure_process,
     seconds_since_start,
     start_api_in_background,
@@ -201,13 +202,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     show_progress = sys.stderr.isatty() if args.progress is None else args.progress
     configure_process(quiet_console=show_progress)
+    temporary_api = api_is_temporary()
     api = start_api_in_background()
     from flows.cross_validate import cross_validate
-    from flows.fanout import fold_workers_started
+    from flows.fanout import fold_workers_started, tensorflow_imported_for_local_folds
 
     # The fold workers spawn and import TensorFlow while the API server boots (and then while
-    # the flow downloads and cleans); the flow's fan-out takes them over.
+    # the flow downloads and cleans); the flow's fan-out takes them over. Folds that train in
+    # this process get TensorFlow imported here meanwhile.
     with stop_on_signals("run"), fold_workers_started(config):
+        if temporary_api:
+            tensorflow_imported_for_local_folds(config)
         api.join()
         if show_progress:
             from flows.terminal import quiet_console_logs, run_with_progress

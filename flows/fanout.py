@@ -31,6 +31,7 @@ from flows.process import (
     stop_child_processes,
     stop_when_api_lost,
     threads_per_worker,
+    warm_tensorflow,
 )
 from tasks.clean import CleanedData
 from tasks.config import CVConfig, ExecutionConfig, FoldRuntime, ModelConfig
@@ -176,6 +177,20 @@ def fold_workers_started(config: CVConfig) -> Iterator[None]:
         if _STARTED.get(key) is started:
             del _STARTED[key]
             started.close()
+
+
+def tensorflow_imported_for_local_folds(config: CVConfig) -> None:
+    """Import TensorFlow here now if this process trains the folds itself (threads, 1 worker).
+
+    The CLI calls it while the temporary API server boots, so that the import overlaps the
+    boot instead of delaying the first fold; same thread budget as the folds, so no change
+    to results. A no-op when the folds go to worker processes or to Dask.
+    """
+    execution = config.execution
+    workers = execution.resolved_workers(config.folds * config.repeats)
+    if execution.uses_dask() or starts_worker_processes(execution, workers):
+        return
+    warm_tensorflow(threads_per_worker(workers))
 
 
 @contextlib.contextmanager

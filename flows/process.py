@@ -153,6 +153,13 @@ def api_shared_with_workers() -> Iterator[None]:
         yield
 
 
+def api_is_temporary() -> bool:
+    """Whether this run starts Prefect's temporary API server (no `PREFECT_API_URL` set)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return not PREFECT_API_URL.value()
+
+
 def start_api_in_background() -> threading.Thread:
     """Boot the API server while the caller goes on importing (they overlap on two cores)."""
     from prefect.settings import PREFECT_API_URL

@@ -119,3 +119,54 @@ def test_cli_starts_its_fold_workers_while_the_api_server_boots(tmp_path):
     for pid in workers:
         assert sampler.seen[pid] < began, (pid, sampler.seen, began)
     assert not pd.read_parquet(out / "oof_predictions.parquet").empty
+
+
+class TensorFlowLoaded(threading.Thread):
+    """When TensorFlow's shared library first appeared in a process's memory (time.time())."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.at: float | None = None
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while self.at is None and not self._done.is_set():
+            now = time.time()
+            try:
+                maps = Path(f"/proc/{self.pid}/maps").read_text()
+            except OSError:
+                maps = ""
+            if "libtensorflow" in maps:
+                self.at = now
+            self._done.wait(0.02)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def test_cli_with_one_worker_imports_tensorflow_while_the_api_server_boots(tmp_path):
+    """With `--workers 1` the folds train in the CLI's own process: no workers to start ahead,
+    but TensorFlow is imported there while the temporary server boots, before the flow run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "home")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "run", "--no-progress", "--folds", "2",
+         "--epochs", "2", "--workers", "1", "--output-dir", str(out),
+         "--cache-dir", str(tmp_path / "cache")],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    loaded = TensorFlowLoaded(proc.pid)
+    loaded.start()
+    arrived: list[tuple[float, str]] = []
+    for line in proc.stdout:
+        arrived.append((time.time(), line))
+    code = proc.wait(timeout=120)
+    loaded.stop()
+    text = "".join(line for _, line in arrived)
+    assert code == 0, text[-3000:]
+    began = next(at for at, line in arrived if "Beginning flow run" in line)
+    assert fold_workers(out) == {proc.pid}  # the folds did train in the CLI's process
+    assert loaded.at is not None and loaded.at < began, (loaded.at, began)
