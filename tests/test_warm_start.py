@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import psutil
@@ -94,31 +95,39 @@ def test_flow_starts_its_fold_workers_before_the_data_is_ready(tmp_path):
         assert sampler.seen[pid] < planned < folds_started, (pid, sampler.seen, planned)
 
 
-def test_cli_starts_its_fold_workers_while_the_api_server_boots(tmp_path):
+def cli_run_watched(tmp_path: Path, workers: int, watcher: type) -> tuple[int, float, Any]:
+    """`foldflow run` (2 folds, 2 epochs) in a subprocess watched by `watcher(pid)` meanwhile.
+
+    Returns the CLI's pid, when its "Beginning flow run" line arrived, and the watcher.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PREFECT_HOME"] = str(tmp_path / "home")
-    out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "run", "--no-progress", "--folds", "2",
-         "--epochs", "2", "--workers", "2", "--output-dir", str(out),
+         "--epochs", "2", "--workers", str(workers), "--output-dir", str(tmp_path / "out"),
          "--cache-dir", str(tmp_path / "cache")],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    sampler = FirstSeen(proc.pid)
-    sampler.start()
+    watching = watcher(proc.pid)
+    watching.start()
     arrived: list[tuple[float, str]] = []
     for line in proc.stdout:
         arrived.append((time.time(), line))
     code = proc.wait(timeout=120)
-    sampler.stop()
+    watching.stop()
     text = "".join(line for _, line in arrived)
     assert code == 0, text[-3000:]
     began = next(at for at, line in arrived if "Beginning flow run" in line)
-    workers = fold_workers(out)
+    return proc.pid, began, watching
+
+
+def test_cli_starts_its_fold_workers_while_the_api_server_boots(tmp_path):
+    _, began, sampler = cli_run_watched(tmp_path, 2, FirstSeen)
+    workers = fold_workers(tmp_path / "out")
     assert len(workers) == 2
     for pid in workers:
         assert sampler.seen[pid] < began, (pid, sampler.seen, began)
-    assert not pd.read_parquet(out / "oof_predictions.parquet").empty
+    assert not pd.read_parquet(tmp_path / "out" / "oof_predictions.parquet").empty
 
 
 class TensorFlowLoaded(threading.Thread):
@@ -149,24 +158,6 @@ class TensorFlowLoaded(threading.Thread):
 def test_cli_with_one_worker_imports_tensorflow_while_the_api_server_boots(tmp_path):
     """With `--workers 1` the folds train in the CLI's own process: no workers to start ahead,
     but TensorFlow is imported there while the temporary server boots, before the flow run."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["PREFECT_HOME"] = str(tmp_path / "home")
-    out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "run", "--no-progress", "--folds", "2",
-         "--epochs", "2", "--workers", "1", "--output-dir", str(out),
-         "--cache-dir", str(tmp_path / "cache")],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    loaded = TensorFlowLoaded(proc.pid)
-    loaded.start()
-    arrived: list[tuple[float, str]] = []
-    for line in proc.stdout:
-        arrived.append((time.time(), line))
-    code = proc.wait(timeout=120)
-    loaded.stop()
-    text = "".join(line for _, line in arrived)
-    assert code == 0, text[-3000:]
-    began = next(at for at, line in arrived if "Beginning flow run" in line)
-    assert fold_workers(out) == {proc.pid}  # the folds did train in the CLI's process
+    pid, began, loaded = cli_run_watched(tmp_path, 1, TensorFlowLoaded)
+    assert fold_workers(tmp_path / "out") == {pid}  # the folds did train in the CLI's process
     assert loaded.at is not None and loaded.at < began, (loaded.at, began)
