@@ -36,7 +36,8 @@ Warn = Callable[[str], None]
 MISSING_LEVEL = "missing"  # the category that stands for a missing categorical cell
 ROW_KEY = "row"  # the key column when the file has no id column: 0-based file position
 MAX_CLASSES_INFERRED = 20  # an integer target with at most this many values is a class label
-DISTINCT_SHARE_DROPPED = 0.95  # text this distinct (and > 20 levels) is an identifier
+FREE_TEXT_MIN_LEVELS = 20  # undeclared text with more levels than this may be free text ...
+DISTINCT_SHARE_DROPPED = 0.95  # ... and is, when this share of its cells are distinct
 SNIFF_BYTES = 16 * 1024
 SHOWN_ROWS = 5  # how many rows an error or warning lists before "..."
 
@@ -842,7 +843,7 @@ class _Stages(_Resolver):
         n_present = int(column.notna().sum())
         if (
             name not in s.categorical
-            and len(levels) > MAX_CLASSES_INFERRED
+            and len(levels) > FREE_TEXT_MIN_LEVELS
             and len(levels) > DISTINCT_SHARE_DROPPED * n_present
         ):
             self.warn(
