@@ -124,9 +124,7 @@ def share_ephemeral_api() -> None:
     same SQLite file (slow, and 'database is locked'); exporting the running one's URL makes
     workers report to the API the flow itself uses. A no-op when an API URL is configured.
     """
-    from prefect.settings import PREFECT_API_URL
-
-    if PREFECT_API_URL.value():
+    if not api_is_temporary():
         return
     server = tied_api_server()
     if not server.running:
@@ -145,7 +143,7 @@ def api_shared_with_workers() -> Iterator[None]:
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    if PREFECT_API_URL.value():
+    if not api_is_temporary():
         yield
         return
     share_ephemeral_api()
@@ -162,9 +160,7 @@ def api_is_temporary() -> bool:
 
 def start_api_in_background() -> threading.Thread:
     """Boot the API server while the caller goes on importing (they overlap on two cores)."""
-    from prefect.settings import PREFECT_API_URL
-
-    if not PREFECT_API_URL.value():
+    if api_is_temporary():
         # Import the server module here, before the caller's imports compete for the GIL,
         # so the server process starts as early as possible.
         tied_api_server()
