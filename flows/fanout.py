@@ -38,6 +38,7 @@ from tasks.config import CVConfig, ExecutionConfig, FoldRuntime, ModelConfig
 from tasks.errors import describe_failure, retry_options
 from tasks.faults import fault_plan_from_env
 from tasks.folds import FoldSpec
+from tasks.logs import send_queued_logs
 from tasks.train import FoldResult, fold_results_storage, train_fold
 
 REFIT = "full"  # run_folds' key for the refit's outcome (a one-item list)
@@ -264,6 +265,7 @@ def track_folds_done(futures: list[Any]) -> None:
     from prefect.futures import as_completed
 
     total = len(futures)
+
     def described(done: int) -> str:
         return f"{done} of {total} folds done"
 
@@ -327,7 +329,7 @@ def run_folds(
                     )
                 )
             track_folds_done([future for group in futures.values() for future in group])
-            return {
+            outcomes = {
                 name: [collect_outcome(f, spec.index) for f, spec in zip(futures[name], planned)]
                 for name, _, planned, _ in jobs
             }
@@ -335,3 +337,5 @@ def run_folds(
             if not isinstance(stop, Exception):  # Ctrl-C, SIGTERM: never wait for running folds
                 stop_child_processes(keep=api_server_pids())
             raise
+    send_queued_logs()  # the workers' last lines, forwarded here as the runner closed
+    return outcomes

@@ -17,6 +17,20 @@ def run_logger(name: str = "foldflow") -> Any:
         return logging.getLogger(name)
 
 
+def send_queued_logs(timeout_s: float = 5.0) -> None:
+    """Send the log lines queued for the API now, not at the next batch, so the UI has them.
+
+    Prefect sends logs in batches every couple of seconds; a run can reach its final state
+    before the last batch, and its page then lacks lines. Harmless without an API.
+    """
+    from prefect.logging.handlers import APILogWorker
+
+    try:
+        APILogWorker.drain_all(timeout=timeout_s)
+    except Exception:  # noqa: BLE001 - the lines still go at the next batch or at exit
+        logging.getLogger("foldflow").debug("could not send queued log lines", exc_info=True)
+
+
 def current_attempt() -> tuple[int, int]:
     """(this attempt, attempts allowed) of the running task; (1, 1) outside Prefect."""
     from prefect.context import TaskRunContext

@@ -22,8 +22,28 @@ def small_config(tmp_path, **overrides) -> CVConfig:
     return CVConfig(**{**base, **overrides})
 
 
+def fold_epoch_lines(flow_run_id, epochs: int) -> list[str]:
+    """The folds' last-epoch log lines the API holds for a flow run (its Logs tab)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return sorted(
+        log.message.split()[0] for log in logs if f" epoch {epochs}/{epochs}:" in log.message
+    )
+
+
 def test_flow_writes_an_aligned_oof_table(tmp_path, bundled_csv):
-    result = cross_validate(small_config(tmp_path))
+    state = cross_validate(small_config(tmp_path), return_state=True)
+    # Read at once: every fold's last line reached the API before the run ended, though
+    # its workers' lines travel through Prefect's batched log sender.
+    assert fold_epoch_lines(state.state_details.flow_run_id, 3) == [
+        f"fold-{k}" for k in range(1, 6)
+    ]
+    result = state.result()
     table = pd.read_parquet(tmp_path / "out" / "oof_predictions.parquet")
     raw = pd.read_csv(bundled_csv, dtype={"product": str})
     assert len(table) == len(raw) == 2000
