@@ -105,3 +105,56 @@ def test_failed_fold_fails_the_join_by_default_and_partial_is_opt_in(tmp_path):
     assert set(table.loc[table["missing"], "id"]) == missing
     assert table.loc[table["missing"], "predicted"].isna().all()
     assert outcome.metrics.n_scored == len(ids) - len(missing)
+
+
+def scored_table(classes: list[str], truth_classes: list[str], n: int = 400) -> pd.DataFrame:
+    """An OOF table with random probabilities; the first 7 rows unscored (a failed fold)."""
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(len(classes)), size=n)
+    pred = np.array(classes)[probs.argmax(axis=1)].astype(object)
+    pred[:7] = None
+    table = pd.DataFrame(
+        {"t": rng.choice(truth_classes, size=n), "predicted": pd.array(pred, dtype="string")}
+    )
+    for k, c in enumerate(classes):
+        table[f"p_{c}"] = probs[:, k]
+    return table
+
+
+def test_classification_scores_equal_scikit_learns_on_the_text_labels():
+    """Scores on class positions equal those on the text labels; unscored rows are left out."""
+    from sklearn import metrics as skm
+
+    from tasks.metrics import classification_scores
+
+    classes = ["x", "y", "z", "never-true"]  # one class no row has, as a fold can see
+    table = scored_table(classes, classes[:3])
+    scores = classification_scores(table, "t", classes, [0.5, None])
+
+    scored = table.iloc[7:]
+    t, p = scored["t"].to_numpy(dtype=str), scored["predicted"].to_numpy(dtype=str)
+    alphabetical = sorted(classes)  # the column order sklearn assumes for text labels
+    probs = scored[[f"p_{c}" for c in alphabetical]].to_numpy()
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        t, p, labels=classes, zero_division=0
+    )
+    assert scores["final_accuracy"] == skm.accuracy_score(t, p)
+    assert scores["log_loss"] == pytest.approx(skm.log_loss(t, probs, labels=alphabetical), 1e-12)
+    assert scores["confusion_matrix"] == skm.confusion_matrix(t, p, labels=classes).tolist()
+    assert [scores["per_class"][c].precision for c in classes] == list(precision)
+    assert [scores["per_class"][c].recall for c in classes] == list(recall)
+    assert [scores["per_class"][c].f1 for c in classes] == list(f1)
+    assert [scores["per_class"][c].support for c in classes] == list(support)
+    assert scores["per_class"]["never-true"].support == 0
+
+
+def test_pooled_log_loss_reads_each_rows_own_class_column_whatever_the_class_order():
+    """Numeric classes are in numeric order ('2' before '10'); the log-loss follows that order."""
+    from tasks.metrics import classification_scores
+
+    classes = ["2", "10", "33"]  # not alphabetical: text order would be 10, 2, 33
+    table = scored_table(classes, classes)
+    scores = classification_scores(table, "t", classes, [None])
+    scored = table.iloc[7:]
+    own = [row[f"p_{label}"] for label, (_, row) in zip(scored["t"], scored.iterrows())]
+    assert scores["log_loss"] == pytest.approx(-np.mean(np.log(own)), rel=1e-12)
