@@ -223,25 +223,9 @@ def run_foldflow_at(csv: Path, epochs: int, workers: int, work: Path) -> dict[st
     root = work / f"{csv.stem}-w{workers}"
     home, cache, output = root / "prefect-home", root / "cache", root / "output"
     home.mkdir(parents=True)
-    cmd = [
-        *foldflow_command(),
-        "run",
-        "--no-progress",
-        "--source",
-        str(csv),
-        "--epochs",
-        str(epochs),
-        "--folds",
-        str(FOLDS),
-        "--seed",
-        str(SEED),
-        "--workers",
-        str(workers),
-        "--cache-dir",
-        str(cache),
-        "--output-dir",
-        str(output),
-    ]
+    cmd = [*foldflow_command(), "run", "--no-progress", "--source", str(csv),
+           "--epochs", str(epochs), "--folds", str(FOLDS), "--seed", str(SEED),
+           "--workers", str(workers), "--cache-dir", str(cache), "--output-dir", str(output)]
     env = child_env() | {"PREFECT_HOME": str(home)}
     env.pop("PREFECT_API_URL", None)  # the temporary server, whose database is measured here
     create_prefect_database(env, root / "database.log")
@@ -348,12 +332,10 @@ def print_growth(sizes: list[dict[str, Any]], epochs: int) -> list[dict[str, Any
     print(f"\n{LINE}\nGrowth with rows x epochs ({epochs} epochs at every size)\n{LINE}")
     for size in sizes:
         per = 1e6 / (size["rows"] * epochs)
-        print(
-            f"{size['rows']:>9,} rows: foldflow training per fold "
-            f"{per_fold(size['w1']) * per:.3f} s per M row-epochs; fit "
-            f"{size['fit']['fold_seconds'] * per:.3f}; end to end -w1 "
-            f"{size['w1']['wall_seconds'] * per:.3f}, -w2 {size['w2']['wall_seconds'] * per:.3f}"
-        )
+        print(f"{size['rows']:>9,} rows: foldflow training per fold "
+              f"{per_fold(size['w1']) * per:.3f} s per M row-epochs; fit "
+              f"{size['fit']['fold_seconds'] * per:.3f}; end to end -w1 "
+              f"{size['w1']['wall_seconds'] * per:.3f}, -w2 {size['w2']['wall_seconds'] * per:.3f}")
     pairs = growth(sizes)
     for p in pairs:
         print(f"{p['from']:,} -> {p['to']:,} rows: work x{p['work']:.1f}; per-fold training "
@@ -384,18 +366,12 @@ def print_targets(sizes: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> d
         "linear_growth": bool(pairs) and max(worst_growth, worst_e2e) <= LINEAR_SLACK,
     }
     print(f"\n{LINE}\nTargets (issue 13)\n{LINE}")
-    print(
-        f"per-fold training >= {TARGET_FIT_SPEEDUP:.0f}x faster than fit {where}: "
-        f"{fit_speedup:.1f}x -> {verdict(met['fit_speedup'])}"
-    )
-    print(
-        f"2 workers >= {TARGET_WORKER_SPEEDUP}x faster than 1, end to end, {where}: "
-        f"{workers_speedup:.2f}x -> {verdict(met['workers_speedup'])}"
-    )
-    print(
-        f"peak RSS per fold worker < {TARGET_WORKER_RSS_MB / 1024:.0f} GB (every size): "
-        f"largest {worst_rss:.0f} MB -> {verdict(met['worker_rss'])}"
-    )
+    print(f"per-fold training >= {TARGET_FIT_SPEEDUP:.0f}x faster than fit {where}: "
+          f"{fit_speedup:.1f}x -> {verdict(met['fit_speedup'])}")
+    print(f"2 workers >= {TARGET_WORKER_SPEEDUP}x faster than 1, end to end, {where}: "
+          f"{workers_speedup:.2f}x -> {verdict(met['workers_speedup'])}")
+    print(f"peak RSS per fold worker < {TARGET_WORKER_RSS_MB / 1024:.0f} GB (every size): "
+          f"largest {worst_rss:.0f} MB -> {verdict(met['worker_rss'])}")
     growth_note = "only one size" if not pairs else (
         f"worst time growth / work growth: per-fold training {worst_growth:.2f}, end to end "
         f"(-w2) {worst_e2e:.2f}; at most {LINEAR_SLACK:.2f} allowed"
