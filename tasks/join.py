@@ -16,17 +16,11 @@ from tasks.dataspec import ResolvedSpec
 from tasks.errors import FoldFailedError, FoldflowError, describe_failure
 from tasks.folds import FoldSpec
 from tasks.logs import run_logger
-from tasks.metrics import (
-    FailedFold,
-    FoldMetrics,
-    RunInfo,
-    RunMetrics,
-    classification_scores,
-    regression_scores,
-)
+from tasks.metrics import FailedFold, FoldMetrics, RunInfo, RunMetrics
 from tasks.outputs import staged_files
 from tasks.plots import plot_confusion_matrix, plot_learning_curves, plot_predicted_vs_true
 from tasks.report import publish_artifacts, publish_failures
+from tasks.scores import classification_scores, regression_scores
 from tasks.train import FoldResult
 
 OOF_PARQUET, OOF_CSV, METRICS_JSON = (

@@ -125,7 +125,7 @@ def test_classification_scores_equal_scikit_learns_on_the_text_labels():
     """Scores on class positions equal those on the text labels; unscored rows are left out."""
     from sklearn import metrics as skm
 
-    from tasks.metrics import classification_scores
+    from tasks.scores import classification_scores
 
     classes = ["x", "y", "z", "never-true"]  # one class no row has, as a fold can see
     table = scored_table(classes, classes[:3])
@@ -150,7 +150,7 @@ def test_classification_scores_equal_scikit_learns_on_the_text_labels():
 
 def test_pooled_log_loss_reads_each_rows_own_class_column_whatever_the_class_order():
     """Numeric classes are in numeric order ('2' before '10'); the log-loss follows that order."""
-    from tasks.metrics import classification_scores
+    from tasks.scores import classification_scores
 
     classes = ["2", "10", "33"]  # not alphabetical: text order would be 10, 2, 33
     table = scored_table(classes, classes)
