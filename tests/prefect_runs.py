@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
@@ -12,23 +13,49 @@ from prefect.client.schemas.filters import (
     TaskRunFilterFlowRunId,
 )
 
+SETTLE_S = 30.0  # how long a task run's final state may take to reach the API's database
 
-def fold_states(flow_run_id: UUID) -> dict[str, str]:
-    """{'fold-1': 'Completed' | 'Cached' | 'Failed' | ..., ...} for a cross-validate run."""
+
+def _fold_runs(client, flow_run_id: UUID) -> list:
+    children = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])
+        )
+    )
+    ids = [flow_run_id, *(child.id for child in children)]
+    runs = client.read_task_runs(
+        task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=ids))
+    )
+    return [run for run in runs if run.name.startswith("fold-")]
+
+
+def settled_fold_runs(client, flow_run_id: UUID, settle_s: float = SETTLE_S) -> list:
+    """The fold task runs of a finished flow run, once each has its final state in the API.
+
+    Prefect 3 records task-run states from events, after the fact (the server's task-run
+    recorder), so right after a flow run ends its tasks' last states may still be on the way;
+    after `settle_s` they are returned as they are, so a fold stuck unfinished fails the check.
+    """
+    deadline = time.monotonic() + settle_s
+    while True:
+        runs = _fold_runs(client, flow_run_id)
+        if all(run.state is not None and run.state.is_final() for run in runs):
+            return runs
+        if time.monotonic() > deadline:
+            return runs
+        time.sleep(0.2)
+
+
+def fold_states(flow_run_id: UUID, settle_s: float = SETTLE_S) -> dict[str, str]:
+    """{'fold-1': 'Completed' | 'Cached' | 'Failed' | ..., ...} for a cross-validate run.
+
+    A run whose worker was killed leaves that fold Running for good: pass a short `settle_s`.
+    """
     with get_client(sync_client=True) as client:
-        children = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])
-            )
-        )
-        ids = [flow_run_id, *(child.id for child in children)]
-        runs = client.read_task_runs(
-            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=ids))
-        )
+        runs = settled_fold_runs(client, flow_run_id, settle_s)
     latest = {}  # a retried flow run has one task run per fold and attempt: keep the newest
     for run in sorted(runs, key=lambda r: r.created):
-        if run.name.startswith("fold-"):
-            latest[run.name] = run.state.name
+        latest[run.name] = run.state.name if run.state else "?"
     return latest
 
 

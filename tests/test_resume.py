@@ -9,7 +9,7 @@ import pytest
 
 from flows.cross_validate import cross_validate
 from tasks.config import CVConfig, ExecutionConfig, ModelConfig
-from tests.prefect_runs import fold_states, trained
+from tests.prefect_runs import SETTLE_S, fold_states, trained
 
 ALL = {f"fold-{i}" for i in range(1, 6)}
 
@@ -25,9 +25,9 @@ def config(tmp_path, cache="cache", out="out", epochs=3, **overrides) -> CVConfi
     return CVConfig(**{**base, **overrides})
 
 
-def run(cfg: CVConfig):
+def run(cfg: CVConfig, settle_s: float = SETTLE_S):
     state = cross_validate(cfg, return_state=True)
-    return state, fold_states(state.state_details.flow_run_id)
+    return state, fold_states(state.state_details.flow_run_id, settle_s)
 
 
 def oof(tmp_path, out="out") -> pd.DataFrame:
@@ -97,7 +97,7 @@ def test_killed_worker_is_recovered_by_a_rerun(tmp_path, monkeypatch, uninterrup
     _, clean = uninterrupted
     monkeypatch.setenv("FOLDFLOW_FAIL_FOLDS", "3:kill")
     cfg = config(tmp_path, execution=ExecutionConfig(runner="process", workers=2))
-    state, states = run(cfg)
+    state, states = run(cfg, settle_s=5)  # the killed fold stays Running in the API
     assert state.is_failed()
     survived = trained(states)
     assert "fold-3" not in survived

@@ -33,15 +33,13 @@ from prefect.client.schemas.filters import (
     FlowRunFilterParentFlowRunId,
     LogFilter,
     LogFilterFlowRunId,
-    TaskRunFilter,
-    TaskRunFilterFlowRunId,
 )
-from prefect.client.schemas.sorting import ArtifactSort, TaskRunSort
+from prefect.client.schemas.sorting import ArtifactSort
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tasks.faults import FAIL_FOLDS_ENV
-from tests.prefect_runs import fold_states
+from tests.prefect_runs import fold_states, settled_fold_runs
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -254,20 +252,9 @@ def wait_final(client, flow_run_id: UUID, launcher: Launcher, serve: Proc) -> An
 
 
 def fold_task_runs(client, flow_run_id: UUID) -> list[Any]:
-    """Every fold task run of a run, of all its attempts (folds run in the `train-folds`
-    subflow), oldest first."""
-    children = client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])
-        )
-    )
-    runs = client.read_task_runs(
-        task_run_filter=TaskRunFilter(
-            flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id, *(c.id for c in children)])
-        ),
-        sort=TaskRunSort.EXPECTED_START_TIME_ASC,
-    )
-    return [run for run in runs if run.name.startswith("fold-")]
+    """Every fold task run of a run, of all its attempts, oldest first, in its final state."""
+    runs = settled_fold_runs(client, flow_run_id)
+    return sorted(runs, key=lambda r: r.expected_start_time or r.created)
 
 
 def subflow_runs(client, flow_run_id: UUID) -> list[Any]:
