@@ -1,8 +1,8 @@
 """A run's scores as typed objects: what metrics.json, the UI, the terminal and compare read.
 
 The pooled scores are computed in `tasks.scores` from the out-of-fold table alone (plus each
-fold's own scores), so anyone can recompute them from `oof_predictions.parquet`. Fold workers
-import this module for `FoldRun`, and so not scikit-learn.
+fold's own scores), so anyone can recompute them from `oof_predictions.parquet`. This module
+imports no scikit-learn: fold workers import it for `FoldRun`.
 """
 
 from __future__ import annotations
