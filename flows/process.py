@@ -109,7 +109,7 @@ def warm_tensorflow(threads: int, gpu: int | None = None) -> int:
 
     logger = logging.getLogger("foldflow.worker")
     try:
-        from tasks.train import import_tensorflow
+        from tasks.tf_runtime import import_tensorflow
 
         import_tensorflow(threads, gpu, logger)
     except Exception:  # noqa: BLE001 - see the docstring

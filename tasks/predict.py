@@ -112,7 +112,7 @@ def predict_with(bundle: Bundle, name: str, table: pd.DataFrame) -> np.ndarray:
 @task(name="score", task_run_name="score-{use}", cache_policy=NO_CACHE)
 def score_rows(bundle: Bundle, rows: NewRows, use: str) -> tuple[pd.DataFrame, list[str]]:
     """Each chosen model's predictions, averaged for the ensemble with their spread."""
-    from tasks.train import import_tensorflow
+    from tasks.tf_runtime import import_tensorflow
 
     import_tensorflow(os.cpu_count() or 1, None)  # one scoring process: all the cores
     spec, names = bundle.spec, model_names(bundle, use)

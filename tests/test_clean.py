@@ -10,7 +10,7 @@ from scipy.stats import zscore
 from tasks.clean import CLEAN_VERSION, cache_path, clean_to_parquet, load_table
 from tasks.dataspec import DataSpec, read_table
 from tasks.errors import DataValidationError
-from tasks.train import prepare_fold
+from tasks.fit import prepare_fold
 
 PRESET = DataSpec()
 

@@ -1,0 +1,227 @@
+"""Fit one fold's network and predict its test rows: pure maths, no Prefect, no files."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.config import ModelConfig
+from tasks.errors import PermanentError
+from tasks.loop import GraphTrainer, epoch_batches
+from tasks.metrics import FoldRun
+from tasks.model import build_model, model_to_bytes
+from tasks.preprocess import decode_regression, encode_target, fit_preprocessor, transform
+from tasks.progress import ProgressReporter
+
+if TYPE_CHECKING:  # typing only: tasks.folds defines Prefect tasks, which a fit does not need
+    from tasks.dataspec import ResolvedSpec
+    from tasks.folds import FoldSpec
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """What the join needs from a fold, small enough to persist and ship between processes."""
+
+    fold: int
+    test_ids: np.ndarray  # the key of each test row (id column, or file row number)
+    test_positions: np.ndarray
+    # classification: (rows, classes) probabilities; regression: (rows,) in the target's units
+    predictions: np.ndarray
+    run: FoldRun  # scores, final loss, timing, worker, device, attempt
+    history: dict[str, list[float]] = field(default_factory=dict)
+    repeat: int = 0
+    # The trained network as the bytes of a .keras file and the preprocessing it was fitted
+    # with (JSON-able): persisted with the result, so a cached fold brings its model back.
+    model_bytes: bytes = b""
+    preprocess: dict[str, Any] = field(default_factory=dict)
+
+
+class NonFiniteError(PermanentError):
+    """Training diverged (loss or predictions NaN/inf): retrying the same maths cannot help."""
+
+
+def prepare_fold(
+    table: pd.DataFrame, spec: ResolvedSpec, train_positions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Features and encoded target of every row, preprocessing fitted where the spec says.
+
+    `fold` scope fits medians, z-scores and the regression target's scale on this fold's
+    training rows only (like a scikit-learn Pipeline inside cross_val_predict); `global`
+    fits them on the whole table, as the notebook did.
+    """
+    fit_rows = train_positions if spec.scope == "fold" else None
+    params = fit_preprocessor(table, spec, fit_rows)
+    x = transform(table, spec, params)
+    y = encode_target(table, spec, params)
+    return x, (y if y.ndim == 2 else y[:, None]), params
+
+
+@dataclass(frozen=True)
+class PreparedFold:
+    """A fold ready to fit: what scikit-learn's `_fit_and_predict` gets (X, y, splits)."""
+
+    fold: FoldSpec
+    spec: ResolvedSpec
+    x: np.ndarray  # every row's features
+    y: np.ndarray  # every row's target: one-hot classes, or (rows, 1) z-scored values
+    keys: np.ndarray  # every row's key (id column, or file row number)
+    train: np.ndarray  # positions of the training rows
+    params: dict[str, Any]  # the preprocessing fitted (persisted; decodes regression)
+
+    @property
+    def test(self) -> np.ndarray:
+        """Positions of the test rows (none for the refit on all rows)."""
+        return self.fold.test_positions
+
+    @classmethod
+    def of(cls, table: pd.DataFrame, spec: ResolvedSpec, fold: FoldSpec) -> PreparedFold:
+        """Preprocess the cleaned table for this fold (fitted on its training rows, by scope)."""
+        train = fold.train_positions()
+        x, y, params = prepare_fold(table, spec, train)
+        return cls(fold, spec, x, y, table[spec.key].to_numpy(), train, params)
+
+    def rows(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Features and target of these rows."""
+        return self.x[positions], self.y[positions]
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How a fold is fitted beside its model config, and what its run record says about where."""
+
+    seed: int  # the fold's own seed (fold_seed): initialisers and per-epoch shuffles
+    span: int  # epochs per graph call (epochs_per_call)
+    progress: ProgressReporter
+    validate_every: int = 0  # score the test rows every N epochs (0: never), for curves
+    jit: bool = False  # XLA-compile the loop (uses_xla)
+    device: str = "CPU"  # recorded in the fold's run
+    attempt: int = 1  # recorded in the fold's run
+
+
+def epochs_per_call(epochs: int, log_every: int, validate_every: int = 0) -> int:
+    """How many epochs one graph call trains (see tasks/loop.py).
+
+    Many epochs per call remove per-call overhead without changing the maths: the data is
+    still reshuffled every epoch. The span divides the epochs and the validation interval,
+    and is at most the logging interval so progress keeps flowing.
+    """
+    limit = math.gcd(epochs, validate_every) if validate_every else epochs
+    return max(d for d in range(1, min(limit, max(1, log_every)) + 1) if limit % d == 0)
+
+
+def score_test_fold(model: Any, x_test: np.ndarray, y_test: np.ndarray) -> dict[str, float]:
+    """The test fold's loss (and accuracy) mid-training (opt-in `--validate-every`), for curves."""
+    out = np.asarray(model(x_test, training=False))
+    if y_test.shape[1] == 1:  # regression: mean squared error on the z-scored target
+        return {"val_loss": float(((out - y_test) ** 2).mean())}
+    probs = np.clip(out, 1e-7, 1.0)
+    return {
+        "val_loss": float(-(y_test * np.log(probs)).sum(axis=1).mean()),
+        "val_accuracy": float((probs.argmax(1) == y_test.argmax(1)).mean()),
+    }
+
+
+def fold_scores(spec: ResolvedSpec, truth: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """accuracy + log-loss (classification) or RMSE + MAE in the target's units (regression)."""
+    if spec.task == "regression":
+        error = predictions - truth
+        return {"rmse": float(np.sqrt((error**2).mean())), "mae": float(np.abs(error).mean())}
+    labels = truth.argmax(axis=1)
+    eps = np.finfo(predictions.dtype).eps  # clipped like sklearn's log_loss
+    picked = np.clip(predictions[np.arange(len(labels)), labels], eps, 1)
+    return {
+        "accuracy": float((predictions.argmax(axis=1) == labels).mean()),
+        "log_loss": float(-np.log(picked).mean()),
+    }
+
+
+def fit_and_predict(
+    tf: Any, prepared: PreparedFold, model: ModelConfig, how: FitSettings
+) -> FoldResult:
+    """Fit the network on the fold's training rows and predict its test rows.
+
+    Shaped like scikit-learn's `_fit_and_predict`, so it can be called and tested without
+    Prefect; the caller has imported TensorFlow configured and seeded Keras (tasks/tf_runtime.py).
+    """
+    fold = prepared.fold
+    try:
+        net = build_model(
+            prepared.x.shape[1], len(prepared.spec.classes), model, how.seed, prepared.spec.loss
+        )
+    except (ValueError, TypeError) as err:
+        raise PermanentError(f"{fold.label}: the model could not be built: {err}") from err
+    trainer = GraphTrainer(tf, net, *prepared.rows(prepared.train), jit=how.jit)
+    started = time.time()
+    history = _train(trainer, net, prepared, model, how)
+    predictions, truth = _predict(net, prepared)
+    finished = time.time()
+    if not (np.isfinite(predictions).all() and np.isfinite(history["loss"]).all()):
+        raise NonFiniteError(
+            f"{fold.label}: training diverged (loss {history['loss'][-1]}); its predictions "
+            "are not finite. Check the data for extreme values, or lower --learning-rate"
+        )
+    return FoldResult(
+        fold=fold.index,
+        test_ids=prepared.keys[prepared.test],
+        test_positions=prepared.test,
+        predictions=predictions,
+        run=FoldRun(
+            scores=fold_scores(prepared.spec, truth, predictions) if len(prepared.test) else {},
+            final_loss=history["loss"][-1],
+            epochs=model.epochs,
+            train_seconds=round(finished - started, 3),
+            started_at=started,
+            finished_at=finished,
+            worker=f"{socket.gethostname()}:{os.getpid()}",
+            device=how.device,
+            attempt=how.attempt,
+        ),
+        history=history,
+        repeat=fold.repeat,
+        model_bytes=model_to_bytes(net),
+        preprocess=prepared.params,
+    )
+
+
+def _train(
+    trainer: GraphTrainer, net: Any, prepared: PreparedFold, model: ModelConfig, how: FitSettings
+) -> dict[str, list[float]]:
+    """Every epoch's loss (and the opt-in test-fold scores), `how.span` epochs per graph call."""
+    shuffles = np.random.default_rng(how.seed)
+    x_test, y_test = prepared.rows(prepared.test)
+    validating = bool(how.validate_every and len(prepared.test))
+    history: dict[str, list[float]] = {"epoch": [], "loss": []}
+    for done in range(how.span, model.epochs + 1, how.span):
+        batches = epoch_batches(len(prepared.train), model.batch_size, how.span, shuffles)
+        losses = trainer.train(*batches)
+        logs = {"loss": losses[-1]}
+        if validating and done % how.validate_every == 0:
+            logs.update(score_test_fold(net, x_test, y_test))
+            how.progress.record_validation(done, logs)
+        history["epoch"].extend(float(e) for e in range(done - how.span + 1, done + 1))
+        history["loss"].extend(losses)
+        how.progress.on_epoch(done, logs)
+    history.update(how.progress.validation_history)
+    return history
+
+
+def _predict(net: Any, prepared: PreparedFold) -> tuple[np.ndarray, np.ndarray]:
+    """The test rows' predictions and truth: probabilities, or values in the target's units."""
+    spec = prepared.spec
+    if not len(prepared.test):  # the refit on all rows ("full"): nothing to test
+        empty = np.zeros((0, len(spec.classes)) if spec.classes else 0)
+        return empty, empty
+    x_test, y_test = prepared.rows(prepared.test)
+    # A direct call, not predict(): no new tf.function (and retracing warning) per fold.
+    raw = np.asarray(net(x_test, training=False), dtype=np.float64)
+    if spec.task == "regression":
+        params = prepared.params
+        return decode_regression(raw[:, 0], params), decode_regression(y_test[:, 0], params)
+    return raw / raw.sum(axis=1, keepdims=True), y_test  # float32 softmax -> sums to 1

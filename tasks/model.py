@@ -1,0 +1,84 @@
+"""The fold's Keras network: built from the config with seeded initialisers, saved as bytes."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tasks.config import ModelConfig
+
+REGRESSION_LOSSES = {"mse": "mean_squared_error", "mae": "mean_absolute_error", "huber": "huber"}
+
+
+def build_model(
+    n_features: int, n_classes: int, cfg: ModelConfig, seed: int, loss: str = ""
+) -> Any:
+    """The notebook's network, generalised to the config's layers and penalties.
+
+    `n_classes` softmax outputs with categorical cross-entropy; `n_classes=0` is regression:
+    one linear output trained with `loss` (mse, mae or huber) on the z-scored target.
+
+    Every random initialiser gets an explicit seed: the global RNGs are shared with Prefect's
+    own threads, which would make training depend on what else ran in the process.
+    """
+    import keras
+
+    seeds = iter(range(seed, seed + 1000))
+
+    def init():
+        return keras.initializers.GlorotUniform(seed=next(seeds))
+
+    def penalty():
+        if cfg.regularizer == "l1":
+            return keras.regularizers.L1(cfg.l1)
+        if cfg.regularizer == "l2":
+            return keras.regularizers.L2(cfg.l2)
+        if cfg.regularizer == "l1_l2":
+            return keras.regularizers.L1L2(l1=cfg.l1, l2=cfg.l2)
+        return None
+
+    # Explicit layer names: Keras's automatic ones come from a per-process counter that
+    # `clear_session` resets, so a fold building its model while another thread of the same
+    # process starts its own would get "dense" twice and fail.
+    on_activity = cfg.regularizer_on == "activity"
+    layers: list[Any] = [keras.Input(shape=(n_features,), name="features")]
+    for depth, units in enumerate(cfg.hidden_units, start=1):
+        layers.append(
+            keras.layers.Dense(
+                units,
+                activation=cfg.activation,
+                kernel_initializer=init(),
+                activity_regularizer=penalty() if on_activity else None,
+                kernel_regularizer=None if on_activity else penalty(),
+                name=f"hidden_{depth}",
+            )
+        )
+        if cfg.dropout:
+            layers.append(
+                keras.layers.Dropout(cfg.dropout, seed=next(seeds), name=f"dropout_{depth}")
+            )
+    if n_classes:
+        head = keras.layers.Dense(
+            n_classes, activation="softmax", kernel_initializer=init(), name="output"
+        )
+    else:
+        head = keras.layers.Dense(1, kernel_initializer=init(), name="output")
+    layers.append(head)
+    model = keras.Sequential(layers, name="foldflow_mlp")
+    optimizer = keras.optimizers.get(cfg.optimizer)
+    if cfg.learning_rate is not None:
+        optimizer.learning_rate = cfg.learning_rate
+    model.compile(
+        loss="categorical_crossentropy" if n_classes else REGRESSION_LOSSES[loss or "mse"],
+        optimizer=optimizer,
+    )
+    return model
+
+
+def model_to_bytes(net: Any) -> bytes:
+    """The network as a .keras file's bytes (weights + architecture, no pickles), to persist."""
+    with tempfile.TemporaryDirectory(prefix="foldflow-model-") as folder:
+        path = Path(folder) / "model.keras"
+        net.save(path)
+        return path.read_bytes()

@@ -1,0 +1,44 @@
+"""The fold's Keras network: built as the config says, with names no other thread can clash with."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.config import ModelConfig
+from tasks.model import build_model
+
+
+@pytest.mark.parametrize(
+    ("changes", "activity", "kernel", "dropouts"),
+    [
+        ({}, 2, 0, 0),  # the notebook: L1 activity on both hidden layers
+        ({"regularizer": "l2", "regularizer_on": "kernel"}, 0, 2, 0),
+        ({"regularizer": "none", "dropout": 0.5}, 0, 0, 2),
+        ({"regularizer": "l1_l2", "hidden_units": [8, 8, 8]}, 3, 0, 0),
+    ],
+)
+def test_build_model_follows_the_config(changes, activity, kernel, dropouts):
+    import keras
+
+    model = build_model(47, 7, ModelConfig(**changes), seed=1)
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert sum(layer.activity_regularizer is not None for layer in dense) == activity
+    assert sum(layer.kernel_regularizer is not None for layer in dense) == kernel
+    assert sum(isinstance(layer, keras.layers.Dropout) for layer in model.layers) == dropouts
+    assert dense[-1].units == 7 and dense[-1].activation.__name__ == "softmax"
+    if not changes:
+        assert [d.units for d in dense] == [50, 25, 7]
+        assert model.count_params() == (47 * 50 + 50) + (50 * 25 + 25) + (25 * 7 + 7)
+
+
+def test_layer_names_do_not_depend_on_what_keras_built_before():
+    """Automatic names come from a counter another thread's `clear_session` can reset mid-build."""
+    import keras
+
+    def names():
+        return [layer.name for layer in build_model(9, 3, ModelConfig(), seed=1).layers]
+
+    keras.layers.Dense(1), keras.layers.Dense(1)  # the process's counter moves on
+    before = names()
+    keras.backend.clear_session()  # ... and goes back to zero
+    assert before == names() == ["hidden_1", "hidden_2", "output"]
