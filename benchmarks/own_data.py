@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     args = parser.parse_args()
 
-    from flows.process import configure_process
+    from flows.worker import configure_process
 
     configure_process()
     from flows.cross_validate import cross_validate

@@ -4,197 +4,27 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any
 
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
-
-from flows.process import (
-    api_is_temporary,
-    configure_process,
-    seconds_since_start,
-    start_api_in_background,
-    stop_on_signals,
+from flows.cli_options import (
+    PREDICT_SECTIONS,
+    add_config_options,
+    config_from_args,
+    load_file,
 )
-from tasks.config import (
-    CompareConfig,
-    CVConfig,
-    DownloadConfig,
-    ExecutionConfig,
-    ModelConfig,
-    PredictConfig,
-)
-from tasks.dataspec import DataSpec
-
-DEFAULTS = CVConfig()
-
-# Where each config section's fields land on the command line: (section, model, option prefix).
-# Top-level scalar fields of CVConfig have section None. Every option is derived from a field:
-# adding a field to a model adds its option, with the field's description and default.
-SECTIONS: tuple[tuple[str | None, type[BaseModel], str], ...] = (
-    (None, CVConfig, ""),
-    ("model", ModelConfig, ""),
-    ("execution", ExecutionConfig, ""),
-    ("data", DataSpec, ""),
-    ("download", DownloadConfig, "download-"),
-)
-# `foldflow predict`: the same derivation over PredictConfig.
-PREDICT_SECTIONS: tuple[tuple[str | None, type[BaseModel], str], ...] = (
-    (None, PredictConfig, ""),
-    ("download", DownloadConfig, "download-"),
-)
-# Shorter names kept from earlier versions of the CLI.
-RENAMED = {"hidden_units": "hidden", "fold_retries": "retries"}
-# Values with a syntax of their own on the command line.
-PARSERS: dict[str, Callable[[str], Any]] = {"gpus": lambda text: _gpus(text)}
-GROUP_TITLES = {
-    None: "run",
-    "data": "data (your own table; no --target = the jh-simple preset)",
-    "model": "model",
-    "execution": "execution",
-    "download": "download",
-}
+from flows.lifetime import seconds_since_start
+from flows.local_api import api_for_run, wait_for_api
+from flows.stops import stop_on_signals
+from flows.worker import configure_process
+from tasks.config import CompareConfig, PredictConfig
 
 
-def _ints(text: str) -> list[int]:
-    return [int(part) for part in text.replace(" ", "").split(",") if part]
-
-
-def _strs(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _unwrap(annotation: Any) -> Any:
-    """The annotation without Optional[...] and Annotated[...] wrappers."""
-    while True:
-        origin = get_origin(annotation)
-        if origin is Annotated:
-            annotation = get_args(annotation)[0]
-        elif origin in (Union, UnionType):
-            rest = [a for a in get_args(annotation) if a is not type(None)]
-            if len(rest) != 1:
-                return annotation
-            annotation = rest[0]
-        else:
-            return annotation
-
-
-def _argument_kwargs(name: str, info: FieldInfo) -> dict[str, Any] | None:
-    """argparse keyword arguments for one pydantic field (None: not settable from the CLI)."""
-    kind = _unwrap(info.annotation)
-    default = info.get_default(call_default_factory=True)
-    shown = "none" if default is None else default
-    if isinstance(shown, list):
-        shown = ",".join(map(str, shown)) or "none"
-    help_text = f"{info.description or name.replace('_', ' ')} (default: {shown})"
-    kwargs: dict[str, Any] = {"help": help_text}
-    if name in PARSERS:
-        return {**kwargs, "type": PARSERS[name], "metavar": name.upper()}
-    if kind is bool:
-        return {**kwargs, "action": argparse.BooleanOptionalAction, "default": None}
-    if get_origin(kind) is Literal:
-        return {**kwargs, "choices": list(get_args(kind))}
-    if get_origin(kind) is list:
-        item = _unwrap(get_args(kind)[0])
-        return {**kwargs, "type": _ints if item is int else _strs, "metavar": "A,B,..."}
-    if get_origin(kind) is dict:
-        return {**kwargs, "type": json.loads, "metavar": "JSON"}
-    if kind in (int, float, str):
-        return {**kwargs, "type": kind, "metavar": name.split("_")[-1].upper()}
-    return None  # a nested model: its own section
-
-
-def _dest(section: str | None, name: str) -> str:
-    return f"{section}.{name}" if section else name
-
-
-def add_config_options(
-    parser: argparse.ArgumentParser, sections: tuple = SECTIONS, kind: str = "CVConfig"
-) -> None:
-    """One option per field of the config models, grouped by section."""
-    parser.add_argument("--config", help=f"JSON or YAML file with a {kind}; options override it")
-    for section, model, prefix in sections:
-        group = parser.add_argument_group(GROUP_TITLES[section])
-        for name, info in model.model_fields.items():
-            kwargs = _argument_kwargs(name, info)
-            if kwargs is None:
-                continue
-            flag = "--" + prefix + RENAMED.get(name, name).replace("_", "-")
-            group.add_argument(flag, dest=_dest(section, name), **kwargs)
-
-
-def _gpus(text: str | None) -> list[int] | None:
-    from tasks.devices import parse_gpus
-
-    return parse_gpus(text)
-
-
-def _load_file(path: str) -> dict[str, Any]:
-    text = Path(path).read_text()
-    if path.endswith((".yaml", ".yml")):
-        import yaml
-
-        return yaml.safe_load(text) or {}
-    return json.loads(text)
-
-
-def config_from_args(
-    args: argparse.Namespace, sections: tuple = SECTIONS, config_type: type[BaseModel] = CVConfig
-) -> Any:
-    """Merge a config file (if any) with the command-line options into one validated config."""
-    base: dict[str, Any] = _load_file(args.config) if args.config else {}
-    opts = vars(args)
-    for section, model, _ in sections:
-        values = {
-            name: opts[_dest(section, name)]
-            for name in model.model_fields
-            if opts.get(_dest(section, name)) is not None
-        }
-        if section is None:
-            base.update(values)
-        elif values:
-            base[section] = {**base.get(section, {}), **values}
-    return config_type.model_validate(base)
-
-
-def print_summary(result: dict[str, Any], seconds: float) -> None:
-    """The short table `foldflow run` ends with."""
-    from tasks.metrics import RunMetrics
-
-    metrics, paths = RunMetrics.model_validate(result["metrics"]), result["paths"]
-    score_names = list(metrics.folds[0].scores) if metrics.folds else []
-    print("\n" + f"{'fold':>8}  " + "  ".join(f"{n:>9}" for n in score_names) + "  train-s  worker")
-    for row in metrics.folds:
-        scores = "  ".join(f"{row.scores[n]:>9.4f}" for n in score_names)
-        print(
-            f"{row.label:>8}  {scores}  {row.train_seconds:>7.1f}  {row.worker} ({row.device})"
-        )
-    for failure in metrics.failed_folds:
-        print(f"{failure.label:>8}  FAILED  {failure.error}")
-    partial = "  (PARTIAL)" if metrics.partial else ""
-    if metrics.task == "regression":
-        print(f"\nout-of-fold RMSE: {metrics.rmse:.4f}{partial}")
-        print(
-            f"fold RMSE: {metrics.mean_rmse:.4f} ± {metrics.std_rmse:.4f}; MAE {metrics.mae:.4f}; "
-            f"R² {metrics.r2:.4f}; baseline RMSE (training-fold mean) {metrics.baseline_rmse:.4f}"
-        )
-    else:
-        print(f"\nfinal accuracy (out-of-fold): {metrics.final_accuracy:.4f}{partial}")
-        print(
-            f"fold accuracy: {metrics.mean_accuracy:.4f} ± {metrics.std_accuracy:.4f}; "
-            f"log-loss {metrics.log_loss:.4f}; majority class {metrics.majority_accuracy:.4f}"
-        )
-    if metrics.repeat_scores:
-        print("per repeat: " + ", ".join(f"{v:.4f}" for v in metrics.repeat_scores))
-    for path in paths.values():
-        print(f"wrote {path}")
-    print(f"wall time: {seconds:.1f} s")
+def say(line: str) -> None:
+    """A line for the terminal, not the run's log."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -202,26 +32,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     show_progress = sys.stderr.isatty() if args.progress is None else args.progress
     configure_process(quiet_console=show_progress)
-    temporary_api = api_is_temporary()
-    api = start_api_in_background()
-    from flows.cross_validate import cross_validate
-    from flows.fanout import fold_workers_started, tensorflow_imported_for_local_folds
+    with stop_on_signals("run"), api_for_run(None if show_progress else say):
+        from flows.execution import fold_execution
 
-    # The fold workers spawn and import TensorFlow while the API server boots (and then while
-    # the flow downloads and cleans); the flow's fan-out takes them over. Folds that train in
-    # this process get TensorFlow imported here meanwhile.
-    with stop_on_signals("run"), fold_workers_started(config):
-        if temporary_api:
-            tensorflow_imported_for_local_folds(config)
-        api.join()
-        if show_progress:
-            from flows.terminal import quiet_console_logs, run_with_progress
+        # The fold workers spawn and import TensorFlow (or this process imports it, when the
+        # folds train here) while the API server boots; the flow's fan-out takes them over.
+        with fold_execution(config):
+            from flows.cross_validate import cross_validate
 
-            quiet_console_logs()
-            folds = config.folds * config.repeats
-            result = run_with_progress(lambda: cross_validate(config), folds)
-        else:
-            result = cross_validate(config)
+            wait_for_api()
+            if show_progress:
+                from flows.terminal import quiet_console_logs, run_with_progress
+
+                quiet_console_logs()
+                result = run_with_progress(
+                    lambda: cross_validate(config), config.n_fold_tasks, config.model.epochs
+                )
+            else:
+                result = cross_validate(config)
+    from flows.summary import print_summary
+
     print_summary(result, seconds_since_start())
     return 0
 
@@ -232,19 +62,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     import yaml
 
+    from flows.fetch import fetch_source
     from tasks.clean import describe_spec
     from tasks.dataspec import declared_spec, read_table, resolve_spec
-    from tasks.download import download_csv
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     config = config_from_args(args)
-    raw = download_csv.fn(
-        config.source,
-        f"{config.cache_dir}/downloads",
-        expected_sha256=config.sha256,
-        timeout_s=config.download.timeout_s,
-        max_bytes=config.download.max_bytes,
-    )
+    raw = fetch_source(config.source, config.cache_dir, config.download, config.sha256, False)
     frame = read_table(raw.path, raw.source, config.data)
     resolved = resolve_spec(frame, config.data, raw.source, logging.getLogger("foldflow").warning)
     print(f"# data spec of {raw.source}: {resolved.n_rows} rows")
@@ -257,7 +81,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def load_grid(path: str) -> list[dict[str, Any]]:
     """A grid file: a list of {name, changes} or a mapping name -> ModelConfig changes."""
-    data = _load_file(path)
+    data = load_file(path)
     if isinstance(data, dict):
         data = data.get("grid", [{"name": k, "changes": v or {}} for k, v in data.items()])
     return data
@@ -266,10 +90,6 @@ def load_grid(path: str) -> list[dict[str, Any]]:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Cross-validate every configuration of a grid on the same folds and compare them."""
     configure_process()
-    api = start_api_in_background()
-    from flows.compare_regularizers import compare_regularizers
-
-    api.join()
     if args.output_dir is None:
         args.output_dir = CompareConfig.model_fields["cv"].default.output_dir
     payload: dict[str, Any] = {"cv": config_from_args(args).model_dump()}
@@ -278,7 +98,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.baseline:
         payload["baseline"] = args.baseline
     config = CompareConfig.model_validate(payload)
-    with stop_on_signals("comparison"):
+    with stop_on_signals("comparison"), api_for_run(say):
+        from flows.compare_regularizers import compare_regularizers
+
+        wait_for_api()
         result = compare_regularizers(config)
     print(Path(result["paths"]["md"]).read_text())
     for path in result["paths"].values():
@@ -291,11 +114,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Score new rows with a saved model bundle, in this process."""
     config = config_from_args(args, PREDICT_SECTIONS, PredictConfig)
     configure_process()
-    api = start_api_in_background()
-    from flows.predict import predict
+    with stop_on_signals("scoring"), api_for_run(say):
+        from flows.predict import predict
 
-    api.join()
-    with stop_on_signals("scoring"):
+        wait_for_api()
         result = predict(config)
     for message in result["warnings"]:
         print(f"warning: {message}")
@@ -309,32 +131,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve the flow on a cron schedule from this long-running process (no work pool needed)."""
+    """Serve a deployment of prefect.yaml from this long-running process (no work pool)."""
+    from flows.deployments import default_cron, deployment_of
+
     configure_process()
+    deployment = deployment_of(args.flow)
     if args.flow == "predict":
-        from flows.predict import predict
+        from flows.predict import predict as served_flow
 
         # A predict run's PredictConfig is a run parameter (`--param config=...`, UI form).
-        predict.serve(
-            name=args.name or "on-demand",
-            cron=args.cron or None,
-            parameters={"config": PredictConfig().model_dump(mode="json")},
-            tags=["foldflow", "predict"],
-            description="foldflow: score new rows with a saved model bundle",
+        parameters, tags = PredictConfig().model_dump(mode="json"), []
+    else:
+        from flows.cross_validate import cross_validate as served_flow
+
+        config = config_from_args(args)
+        parameters, tags = config.model_dump(mode="json"), [f"runner-{config.execution.runner}"]
+    with api_for_run(say):
+        wait_for_api()
+        served_flow.serve(
+            name=args.name or deployment["name"],
+            cron=default_cron(deployment) if args.cron is None else (args.cron or None),
+            parameters={"config": parameters},
+            tags=[*deployment.get("tags", []), *tags],
+            description=deployment.get("description"),
             pause_on_shutdown=False,
         )
-        return 0
-    from flows.cross_validate import cross_validate
-
-    config = config_from_args(args)
-    cross_validate.serve(
-        name=args.name or "nightly",
-        cron="0 2 * * *" if args.cron is None else (args.cron or None),
-        parameters={"config": config.model_dump(mode="json")},
-        tags=["foldflow", f"runner-{config.execution.runner}"],
-        description="foldflow k-fold cross-validation (served by `foldflow serve`)",
-        pause_on_shutdown=False,
-    )
     return 0
 
 
@@ -350,7 +171,7 @@ def describe_error(err: BaseException) -> str:
     if not ours and any(isinstance(e, (httpx.TransportError, TimeoutError)) for e in chain):
         from prefect.settings import PREFECT_API_URL
 
-        url = PREFECT_API_URL.value() or "(temporary server)"
+        url = PREFECT_API_URL.value() or "(the local API)"
         return (
             f"the Prefect API at {url} did not answer ({text or type(err).__name__}); "
             "check that the server is running and reachable, then rerun to resume"
@@ -358,8 +179,8 @@ def describe_error(err: BaseException) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `foldflow` console script."""
+def build_parser() -> argparse.ArgumentParser:
+    """The `foldflow` parser: its commands, each with the options of its config."""
     parser = argparse.ArgumentParser(prog="foldflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run k-fold cross-validation once")
@@ -378,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--baseline", help="grid entry to test against (default: l1-activity)")
     add_config_options(compare)
     compare.set_defaults(func=cmd_compare)
-    serve = sub.add_parser("serve", help="serve the flow on a schedule (Prefect deployment)")
+    serve = sub.add_parser("serve", help="serve a deployment of prefect.yaml on its schedule")
     serve.add_argument(
         "--flow",
         choices=["cross-validate", "predict"],
@@ -386,19 +207,19 @@ def main(argv: list[str] | None = None) -> int:
         help="the flow to serve; the run options below apply to cross-validate only "
         "(default: cross-validate)",
     )
-    serve.add_argument(
-        "--name", help="deployment name (default: nightly; on-demand for --flow predict)"
-    )
-    serve.add_argument(
-        "--cron",
-        help="cron schedule; '' for none (default: '0 2 * * *'; none for --flow predict)",
-    )
+    serve.add_argument("--name", help="deployment name (default: prefect.yaml's)")
+    serve.add_argument("--cron", help="cron schedule; '' for none (default: prefect.yaml's)")
     add_config_options(serve)
     serve.set_defaults(func=cmd_serve)
     predict = sub.add_parser("predict", help="score new rows with a saved model bundle")
     add_config_options(predict, PREDICT_SECTIONS, "PredictConfig")
     predict.set_defaults(func=cmd_predict)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `foldflow` console script."""
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:

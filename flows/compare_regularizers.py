@@ -3,10 +3,10 @@
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, unmapped
 
 from flows.cross_validate import fetch_and_clean
-from flows.fanout import run_folds
+from flows.execution import fold_execution, fold_outcomes, fold_task, track_folds_done
 from flows.naming import short_run_id, tag_flow_run
 from tasks.compare import compare_configurations
 from tasks.config import CompareConfig
@@ -26,15 +26,27 @@ def compare_run_name() -> str:
 def compare_regularizers(config: CompareConfig = CompareConfig()) -> dict[str, Any]:
     """Which regularization works best on this data, and is its lead beyond fold noise?"""
     cv = config.cv
-    data = fetch_and_clean(cv)
-    tag_flow_run([f"data-{data.raw_sha256[:8]}", f"runner-{cv.execution.runner}", "compare"])
-    folds = plan_folds(
-        data, cv.folds, cv.shuffle, cv.seed, cv.splitter, cv.repeats, redact_source(cv.source)
-    )
-    output_dir = check_output_dir(cv.output_dir)
     models = config.models()
-    # One fan-out over configurations × folds, all on the same folds (a paired comparison).
-    outcomes = run_folds(data, folds, cv, models)
+    with fold_execution(cv, tasks=cv.n_fold_tasks * len(models)) as execution:
+        data = fetch_and_clean(cv)
+        tag_flow_run([f"data-{data.raw_sha256[:8]}", f"runner-{cv.execution.runner}", "compare"])
+        folds = plan_folds(
+            data, cv.folds, cv.shuffle, cv.seed, cv.splitter, cv.repeats, redact_source(cv.source)
+        )
+        output_dir = check_output_dir(cv.output_dir)
+        # Fan-out: configurations × folds, all on the same folds (a paired comparison).
+        shared = {"data": unmapped(data), "seed": unmapped(cv.seed),
+                  "runtime": unmapped(execution.runtime)}  # fmt: skip
+        futures = {
+            name: execution.runner.map(
+                fold_task(cv, name), {"fold": folds, "model": unmapped(model), **shared}
+            )
+            for name, model in models.items()
+        }
+        track_folds_done([future for group in futures.values() for future in group])
+        outcomes = {name: fold_outcomes(group, folds) for name, group in futures.items()}
+
+    # Fan-in: one join per configuration, then the comparison.
     results: dict[str, RunMetrics] = {}
     for name, model in models.items():
         run = RunInfo(name=name, model_label=model.label(), config=model.model_dump(mode="json"))

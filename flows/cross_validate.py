@@ -1,47 +1,38 @@
-"""The k-fold cross-validation DAG: download -> clean -> plan folds -> train each fold -> join."""
+"""The k-fold cross-validation DAG: fetch -> clean -> plan -> train each fold -> join -> bundle."""
 
 from typing import Any
 
-from prefect import flow
+from prefect import flow, unmapped
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
-from flows.fanout import REFIT, fold_workers_started, run_folds
+from flows.execution import collect_outcomes, fold_execution, fold_task
+from flows.fetch import fetch_source
 from flows.naming import short_run_id, tag_flow_run
 from tasks.bundle import write_model_bundle
 from tasks.clean import CleanedData, clean_to_parquet
 from tasks.config import CVConfig
-from tasks.download import download_csv
-from tasks.errors import FoldFailedError, retry_options
-from tasks.folds import plan_folds
+from tasks.errors import FoldFailedError
+from tasks.folds import full_fold, plan_folds
 from tasks.join import join_out_of_fold, split_outcomes
-from tasks.metrics import RunInfo
-from tasks.outputs import check_cache_dir, check_output_dir
+from tasks.metrics import FailedFold, RunInfo
+from tasks.outputs import check_output_dir
 from tasks.redact import redact_source
-from tasks.train import FoldResult
 
 
 def fetch_and_clean(config: CVConfig) -> CleanedData:
     """Steps 1-2: the raw file, downloaded with retries, cleaned once into cached Parquet."""
-    check_cache_dir(config.cache_dir)
-    download = download_csv.with_options(
-        **retry_options(config.download.retries, config.download.retry_delay_s)
-    )
-    raw = download(
-        config.source,
-        f"{config.cache_dir}/downloads",
-        expected_sha256=config.sha256,
-        timeout_s=config.download.timeout_s,
-        max_bytes=config.download.max_bytes,
-    )
-    return clean_to_parquet(
-        raw.path, raw.sha256, config.cache_dir, config.data, source=raw.source
-    )
+    raw = fetch_source(config.source, config.cache_dir, config.download, config.sha256)
+    return clean_to_parquet(raw.path, raw.sha256, config.cache_dir, config.data, raw.source)
 
 
-def redacted_config(config: CVConfig) -> dict[str, Any]:
-    """The config as JSON for metrics.json, with any credentials in the source masked."""
-    return {**config.model_dump(mode="json"), "source": redact_source(config.source)}
+def run_info(config: CVConfig) -> RunInfo:
+    """What metrics.json says about the run: the model, the config (credentials masked)."""
+    return RunInfo(
+        model_label=config.model.label(),
+        config={**config.model_dump(mode="json"), "source": redact_source(config.source)},
+        config_hash=config.config_hash(),
+    )
 
 
 def run_name() -> str:
@@ -53,40 +44,44 @@ def run_name() -> str:
 @flow(name="cross-validate", flow_run_name=run_name, log_prints=True)
 def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
     """Cross-validate a Keras MLP on a table and write the out-of-fold predictions."""
-    with fold_workers_started(config):  # they spawn and import TensorFlow meanwhile
+    with fold_execution(config) as execution:  # its workers start now and import TensorFlow
         data = fetch_and_clean(config)
-        tag_flow_run(
-            [
-                f"data-{data.raw_sha256[:8]}",
-                f"runner-{config.execution.runner}",
-                f"model-{config.model.label()}",
-            ]
-        )
-        folds = plan_folds(
-            data, config.folds, config.shuffle, config.seed, config.splitter, config.repeats,
-            redact_source(config.source),
-        )  # fmt: skip
+        tag_flow_run([f"data-{data.raw_sha256[:8]}", f"runner-{config.execution.runner}",
+                      f"model-{config.model.label()}"])  # fmt: skip
+        folds = plan_folds(data, config.folds, config.shuffle, config.seed, config.splitter,
+                           config.repeats, redact_source(config.source))  # fmt: skip
         output_dir = check_output_dir(config.output_dir)
-        fanned = run_folds(data, folds, config, refit=config.refit)
-    outcomes = fanned[""]
-    run = RunInfo(
-        model_label=config.model.label(),
-        config=redacted_config(config),
-        config_hash=config.config_hash(),
-    )
+
+        # Fan-out: one task run per fold, and one more on every row for the refit.
+        train = fold_task(config)
+        inputs = {"data": data, "model": config.model, "seed": config.seed,
+                  "runtime": execution.runtime}  # fmt: skip
+        futures = execution.runner.map(
+            train, {"fold": folds, **{name: unmapped(v) for name, v in inputs.items()}}
+        )
+        refit = None
+        if config.refit:
+            everything = full_fold(data.n_rows, config.folds)
+            refit = execution.runner.submit(train, {"fold": everything, **inputs})
+        outcomes = collect_outcomes(futures, folds, refit)
+
+    # Fan-in: every prediction back at its own row, the scores, the files.
     try:
-        outcome = join_out_of_fold(data, folds, outcomes, output_dir, run, config.min_folds)
+        joined = join_out_of_fold(
+            data, folds, outcomes.folds, output_dir, run_info(config), config.min_folds
+        )
     except FoldFailedError as err:
         # The run's state message is what the UI shows first: start it with the failed fold.
         return Failed(message=str(err), data=err)
-    refit = fanned[REFIT][0] if config.refit else None
-    if refit is not None and not isinstance(refit, FoldResult):
-        why = refit.describe() if hasattr(refit, "describe") else "failed"
-        return Failed(message=f"full (the refit on all rows) {why}; the model bundle is unchanged")
-    results, _ = split_outcomes(folds, outcomes)
-    bundle = write_model_bundle(
-        data, results, outcome.metrics, output_dir, config.model, config.data,
-        config.config_hash(), refit,
-    )  # fmt: skip
-    paths = {**outcome.paths, "model": bundle}
-    return {"metrics": outcome.metrics.model_dump(mode="json"), "paths": paths}
+    if isinstance(outcomes.refit, FailedFold):
+        return Failed(
+            message=f"full (the refit on all rows) {outcomes.refit.error}; "
+            "the model bundle is unchanged"
+        )
+    results, _ = split_outcomes(folds, outcomes.folds)
+    bundle = write_model_bundle(data, results, joined.metrics, output_dir, config.model,
+                                config.data, config.config_hash(), outcomes.refit)  # fmt: skip
+    return {
+        "metrics": joined.metrics.model_dump(mode="json"),
+        "paths": {**joined.paths, "model": bundle},
+    }

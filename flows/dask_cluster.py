@@ -3,18 +3,17 @@
 - `dask_address` set: connect to that scheduler (a cluster the user started and owns).
 - `gpus` set: one single-threaded worker process per GPU, each declaring the resource
   `GPU=1` and seeing only its own device (`CUDA_VISIBLE_DEVICES`); `dask_cuda.LocalCUDACluster`
-  when installed, else a `SpecCluster` of `Nanny` workers. `flows.fanout.fold_resources` wraps
-  the fold map in `gpu_resource_annotation()` so each fold task asks for `GPU: 1`, and Dask
-  never runs two folds on one GPU.
+  when installed, else a `SpecCluster` of `Nanny` workers. `flows.execution.fold_execution`
+  wraps the fold map in `gpu_resource_annotation()` so each fold task asks for `GPU: 1`, and
+  Dask never runs two folds on one GPU.
 - otherwise: a `LocalCluster` of `workers` worker processes, one Dask thread each (TensorFlow's
   own thread budget comes from `FoldRuntime.threads`).
 
 Everything listens on 127.0.0.1 only and starts no dashboard. Worker processes are spawned from
-this process and inherit its environment when the cluster starts, which may be before the run's
-API server is up (`flows.fanout.fold_workers_started` starts local clusters early); the API URL
-reaches them with each Prefect task, which carries the submitting context's settings
-(`flows.process.api_shared_with_workers`). Local workers import TensorFlow in a preload
-(`warm_up_preload`) before they join the cluster, so folds start training at once.
+this process and inherit its environment, `PREFECT_API_URL` included (`flows.local_api` sets it
+before any worker starts), even when the cluster starts before the API answers
+(`flows.execution.fold_execution` starts local clusters early). Local workers import TensorFlow
+in a preload (`warm_up_preload`) before they join the cluster, so folds start training at once.
 
 Build runners from `address` or `cluster_class`, never `cluster=`: Prefect runs a flow on
 `task_runner.duplicate()`, which drops the cluster object (a new default `LocalCluster` starts
@@ -31,7 +30,7 @@ import dask
 import distributed
 from prefect_dask import DaskTaskRunner
 
-from flows.process import threads_per_worker
+from flows.worker import threads_per_worker
 from tasks.config import ExecutionConfig
 from tasks.devices import check_devices
 
@@ -46,7 +45,7 @@ def warm_up_preload(threads: int, gpu: int | None) -> str:
     It runs while the worker starts, before it joins the cluster: folds then start training at
     once, and no task is unpickled beside the import (which would race it for modules).
     """
-    return f"from flows.process import warm_tensorflow\nwarm_tensorflow({threads}, {gpu!r})\n"
+    return f"from flows.worker import warm_tensorflow\nwarm_tensorflow({threads}, {gpu!r})\n"
 
 
 def local_cluster_kwargs(workers: int) -> dict[str, Any]:

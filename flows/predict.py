@@ -5,12 +5,10 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
+from flows.fetch import fetch_source
 from flows.naming import short_run_id
 from tasks.config import PredictConfig
-from tasks.download import download_csv
-from tasks.errors import retry_options
 from tasks.logs import run_logger
-from tasks.outputs import check_cache_dir
 from tasks.predict import (
     read_new_rows,
     score_against_truth,
@@ -31,16 +29,7 @@ def predict_run_name() -> str:
 def predict(config: PredictConfig = PredictConfig()) -> dict[str, Any]:
     """Score new rows with the fold models (ensemble), the refit model or one fold model."""
     bundle = verify_bundle(config.model, config.use)
-    check_cache_dir(config.cache_dir)
-    download = download_csv.with_options(
-        **retry_options(config.download.retries, config.download.retry_delay_s)
-    )
-    raw = download(
-        config.source,
-        f"{config.cache_dir}/downloads",
-        timeout_s=config.download.timeout_s,
-        max_bytes=config.download.max_bytes,
-    )
+    raw = fetch_source(config.source, config.cache_dir, config.download)
     label = redact_source(config.source)
     rows = read_new_rows(raw.path, label, bundle)
     predictions, unseen = score_rows(bundle, rows, config.use)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-
-FOLD_PROGRESS = re.compile(r"^fold (\d+)(\S*): \d+ of (\d+) epochs")  # tasks/progress.py
 
 
 def quiet_console_logs() -> None:
@@ -22,8 +19,8 @@ def quiet_console_logs() -> None:
                 handler.setLevel(logging.WARNING)
 
 
-def read_fold_progress(since: datetime) -> dict[str, tuple[float, int]]:
-    """{fold label: (percent, total epochs)} from progress artifacts created since `since`."""
+def read_fold_progress(since: datetime) -> dict[str, float]:
+    """{fold progress-card key: percent} of the progress cards created since `since`."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
     from prefect.client.schemas.sorting import ArtifactSort
@@ -34,20 +31,19 @@ def read_fold_progress(since: datetime) -> dict[str, tuple[float, int]]:
             sort=ArtifactSort.CREATED_DESC,
             limit=200,
         )
-    found: dict[str, tuple[float, int]] = {}
+    found: dict[str, float] = {}
     for art in artifacts:
-        match = FOLD_PROGRESS.match(art.description or "")
-        if not match or art.created is None or art.created < since:
-            continue
-        label = f"fold {match.group(1)}{match.group(2)}"
-        found.setdefault(label, (float(art.data or 0.0), int(match.group(3))))
+        if art.key and art.key.startswith("fold-") and art.created and art.created >= since:
+            found.setdefault(art.key, float(art.data or 0.0))
     return found
 
 
-def run_with_progress(run: Callable[[], Any], folds: int, poll_s: float = 1.0) -> Any:
+def run_with_progress(
+    run: Callable[[], Any], folds: int, epochs: int, poll_s: float = 1.0
+) -> Any:
     """Run `run()` in this (main) thread while a rich display in another shows each fold.
 
-    The run keeps the main thread so that signals reach it (see flows/process.py).
+    The run keeps the main thread so that signals reach it (see flows/stops.py).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -64,11 +60,11 @@ def run_with_progress(run: Callable[[], Any], folds: int, poll_s: float = 1.0) -
                     seen = read_fold_progress(since)
                 except Exception:  # noqa: BLE001 - the display must never break the run
                     continue
-                for label, (percent, total) in sorted(seen.items()):
-                    if label not in bars:
-                        bars[label] = progress.add_task(label, total=total)
-                    progress.update(bars[label], completed=round(total * percent / 100))
-                progress.update(overall, completed=sum(p >= 100 for p, _ in seen.values()))
+                for key, percent in sorted(seen.items()):
+                    if key not in bars:
+                        bars[key] = progress.add_task(key.replace("-", " ", 1), total=epochs)
+                    progress.update(bars[key], completed=round(epochs * percent / 100))
+                progress.update(overall, completed=sum(p >= 100 for p in seen.values()))
             if succeeded.is_set():
                 progress.update(overall, completed=folds)  # cached folds report no epochs
 

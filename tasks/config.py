@@ -150,6 +150,12 @@ class ExecutionConfig(TrainingLoopConfig):
         """Whether folds run on Dask: asked for, an existing cluster, or GPUs (one per worker)."""
         return self.runner == "dask" or bool(self.dask_address) or bool(self.gpus)
 
+    def starts_workers(self, workers: int) -> bool:
+        """Whether a run starts worker processes for its folds (a pool or a local cluster)."""
+        if self.uses_dask():
+            return not self.dask_address
+        return self.runner == "process" and workers > 1
+
     def resolved_workers(self, folds: int) -> int:
         """Default to one worker per fold, bounded by cores (or one per GPU)."""
         if self.gpus:
@@ -247,11 +253,16 @@ class CVConfig(BaseModel):
         "cached like a fold, and save it in the model bundle as full.keras.",
     )
 
+    @property
+    def n_fold_tasks(self) -> int:
+        """How many folds a run trains: k per repeat (the refit not counted)."""
+        return self.folds * self.repeats
+
     @model_validator(mode="after")
     def _check_fold_counts(self) -> CVConfig:
-        if self.min_folds is not None and self.min_folds > self.folds * self.repeats:
+        if self.min_folds is not None and self.min_folds > self.n_fold_tasks:
             raise ValueError(
-                f"min_folds={self.min_folds} exceeds the {self.folds * self.repeats} folds planned"
+                f"min_folds={self.min_folds} exceeds the {self.n_fold_tasks} folds planned"
             )
         if self.repeats > 1 and self.splitter != "repeated":
             raise ValueError(f"repeats={self.repeats} needs splitter='repeated'")

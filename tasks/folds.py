@@ -40,8 +40,17 @@ class FoldSpec:
     def label(self) -> str:
         """The task-run name in the UI: fold-3, fold-2.3 (fold 3 of repeat 2), full (a refit)."""
         if self.index == 0:
-            return "full"  # index 0, no test rows: the refit on every row (flows/fanout.py)
+            return "full"  # index 0, no test rows: the refit on every row (`full_fold`)
         return f"fold-{self.repeat}.{self.index}" if self.repeat else f"fold-{self.index}"
+
+
+def full_fold(n_rows: int, n_folds: int) -> FoldSpec:
+    """The refit as a fold: number 0, every row trains, none is tested (label 'full').
+
+    The same task, cache key, retries and runner as a fold, so it is cached and retried
+    exactly like one.
+    """
+    return FoldSpec(0, n_folds, n_rows, np.empty(0, dtype=np.int64))
 
 
 def _check_classes(labels: np.ndarray, n_folds: int) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.clean import CleanedData
 from tasks.dataspec import ResolvedSpec
-from tasks.errors import FoldFailedError, FoldflowError, describe_failure
+from tasks.errors import FoldFailedError, FoldflowError
 from tasks.folds import FoldSpec
 from tasks.logs import run_logger
 from tasks.metrics import FailedFold, FoldMetrics, RunInfo, RunMetrics
@@ -46,31 +45,16 @@ class JoinOutcome:
 
 
 def split_outcomes(
-    folds: list[FoldSpec], outcomes: list[Any]
+    folds: list[FoldSpec], outcomes: list[FoldResult | FailedFold]
 ) -> tuple[list[FoldResult], list[FailedFold]]:
-    """Separate completed folds from failed ones.
-
-    A failed fold is anything else: a failure record with `describe()` (flows/fanout.py's
-    FoldFailure), an exception, or None.
-    """
+    """Separate completed folds from failed ones, refusing outcomes that do not match the plan."""
     if len(folds) != len(outcomes):
         raise PartitionError(f"expected {len(folds)} fold results, got {len(outcomes)}")
-    done: list[FoldResult] = []
-    failed: list[FailedFold] = []
-    for spec, outcome in zip(folds, outcomes):
-        if isinstance(outcome, FoldResult):
-            done.append(outcome)
-            continue
-        if callable(getattr(outcome, "describe", None)):
-            reason = outcome.describe()
-        elif isinstance(outcome, BaseException):
-            reason = f"failed: {describe_failure(outcome)}"
-        else:
-            reason = "failed: no result"
-        failed.append(
-            FailedFold(fold=spec.index, repeat=spec.repeat, label=spec.label, error=reason)
-        )
-    return done, failed
+    strays = [o for o in outcomes if not isinstance(o, (FoldResult, FailedFold))]
+    if strays:
+        raise TypeError(f"a fold outcome is a FoldResult or a FailedFold, not {strays[0]!r}")
+    done = [o for o in outcomes if isinstance(o, FoldResult)]
+    return done, [o for o in outcomes if isinstance(o, FailedFold)]
 
 
 def check_results(results: list[FoldResult], folds: list[FoldSpec], keys: np.ndarray) -> None:
@@ -239,7 +223,7 @@ def _repeat_score(table: pd.DataFrame, spec: ResolvedSpec) -> float:
 def join_out_of_fold(
     data: CleanedData,
     folds: list[FoldSpec],
-    outcomes: list[Any],
+    outcomes: list[FoldResult | FailedFold],
     output_dir: str,
     run: RunInfo | None = None,
     min_folds: int | None = None,

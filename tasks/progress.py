@@ -36,6 +36,11 @@ class RateLimiter:
         return False
 
 
+def progress_key(label: str) -> str:
+    """A fold's progress-card key (fold-3, fold-2-3 for fold 3 of repeat 2): what readers match."""
+    return label.replace(".", "-")
+
+
 def progress_description(label: str, epoch: int, epochs: int) -> str:
     """'fold 3: 250 of 500 epochs (50 %)': what a fold's progress card says."""
     name = label.replace("fold-", "fold ", 1)
@@ -72,7 +77,10 @@ class ProgressReporter:
         description = progress_description(self.label or f"fold-{self.fold}", epoch, self.epochs)
         try:
             if self._artifact_id is None:
-                self._artifact_id = create_progress_artifact(percent, description=description)
+                self._artifact_id = create_progress_artifact(
+                    percent, key=progress_key(self.label or f"fold-{self.fold}"),
+                    description=description,
+                )  # fmt: skip
             else:
                 update_progress_artifact(self._artifact_id, percent, description=description)
         except Exception as err:  # noqa: BLE001 - progress must never fail a fold

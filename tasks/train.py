@@ -61,7 +61,7 @@ def _cached_table(data: CleanedData) -> pd.DataFrame:
     return load_table(data)
 
 
-# Retries come from the run's config (`retry_options`, applied in flows/fanout.py).
+# Retries come from the run's config (`retry_options`, applied in flows/execution.py).
 @task(
     name="train-fold",
     task_run_name="{fold.label}",

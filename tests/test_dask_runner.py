@@ -10,12 +10,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import dask
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster, get_worker
+from distributed import LocalCluster, get_worker
 from prefect import flow, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -29,7 +28,7 @@ from flows.dask_cluster import (
     gpu_worker_specs,
     local_cluster_kwargs,
 )
-from flows.fanout import fold_resources, make_task_runner
+from flows.execution import FoldExecution, gpu_annotation, make_task_runner
 from tasks.config import BUNDLED_DATA, CVConfig, ExecutionConfig, ModelConfig
 from tasks.devices import max_overlap
 
@@ -113,28 +112,30 @@ def _in_process_cluster(**resources: int) -> LocalCluster:
     )
 
 
-def test_fold_resources_asks_for_a_gpu_whenever_gpus_are_given():
+def test_gpu_annotation_asks_for_a_gpu_whenever_gpus_are_given():
     """--gpus means Dask whatever the runner says: every fold task asks for one GPU."""
     for execution in (ExecutionConfig(runner="process"), ExecutionConfig(runner="dask")):
-        with fold_resources(execution, runner=SimpleNamespace()):
+        with gpu_annotation(execution):
             assert dask.get_annotations() == {}
-    with _in_process_cluster(GPU=1) as cluster, Client(cluster) as client:
-        for runner in ("process", "thread", "dask"):
-            execution = ExecutionConfig(runner=runner, gpus=[0])
-            assert execution.uses_dask()
-            assert isinstance(make_task_runner(execution, 1), DaskTaskRunner)
-            with fold_resources(execution, SimpleNamespace(client=client)):
-                assert dask.get_annotations() == {"resources": {"GPU": 1}}
+    for runner in ("process", "thread", "dask"):
+        execution = ExecutionConfig(runner=runner, gpus=[0])
+        assert execution.uses_dask()
+        assert isinstance(make_task_runner(execution, 1), DaskTaskRunner)
+        with gpu_annotation(execution):
+            assert dask.get_annotations() == {"resources": {"GPU": 1}}
     assert dask.get_annotations() == {}
 
 
-def test_fold_resources_refuses_a_cluster_without_gpu_workers():
+def test_fold_execution_refuses_a_cluster_without_gpu_workers():
     """An existing cluster whose workers declare no GPU would leave every fold waiting."""
-    with _in_process_cluster() as cluster, Client(cluster) as client:
+    with _in_process_cluster() as cluster:
         execution = ExecutionConfig(dask_address=cluster.scheduler_address, gpus=[0, 1])
-        with pytest.raises(RuntimeError, match="declares a 'GPU' resource"):
-            with fold_resources(execution, SimpleNamespace(client=client)):
-                pass
+        started = FoldExecution(execution, 2)
+        try:
+            with pytest.raises(RuntimeError, match="declares a 'GPU' resource"):
+                started.runner  # noqa: B018 - the property checks the cluster's workers
+        finally:
+            started.close()
 
 
 def test_gpu_annotation_survives_prefect_map_one_task_per_worker(monkeypatch):

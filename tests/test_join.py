@@ -13,7 +13,7 @@ from tasks.dataspec import ResolvedSpec
 from tasks.errors import FoldFailedError
 from tasks.folds import split_folds
 from tasks.join import PartitionError, join_out_of_fold
-from tasks.metrics import FoldRun
+from tasks.metrics import FailedFold, FoldRun
 from tasks.train import FoldResult
 
 CLASSES = ("a", "b", "c")
@@ -94,8 +94,9 @@ def test_mismatched_ids_are_refused(tmp_path):
 def test_failed_fold_fails_the_join_by_default_and_partial_is_opt_in(tmp_path):
     data, ids, _ = make_data(tmp_path)
     folds = split_folds(len(ids), 3, shuffle=True, seed=3)
-    outcomes = [encoded_result(folds[0], ids), RuntimeError("boom"), encoded_result(folds[2], ids)]
-    with pytest.raises(FoldFailedError, match="^fold 2 failed: RuntimeError: boom"):
+    boom = FailedFold(fold=2, label="fold-2", error="failed after 1 attempt: RuntimeError: boom")
+    outcomes = [encoded_result(folds[0], ids), boom, encoded_result(folds[2], ids)]
+    with pytest.raises(FoldFailedError, match="^fold 2 failed after 1 attempt: RuntimeError: boom"):
         join_out_of_fold.fn(data, folds, outcomes, str(tmp_path / "out"), {})
     outcome = join_out_of_fold.fn(data, folds, outcomes, str(tmp_path / "out"), {}, min_folds=2)
     assert outcome.metrics.partial is True

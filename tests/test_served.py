@@ -277,7 +277,7 @@ def run_log_messages(client, flow_run_id: UUID) -> list[str]:
 
 
 def progress_values(client, flow_run_id: UUID) -> dict[str, float]:
-    """{progress card description's fold label | 'folds-done': current value} of a run."""
+    """{progress card key (fold-1, ..., folds-done): current value} of a run."""
     found = client.read_artifacts(
         artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
@@ -286,8 +286,7 @@ def progress_values(client, flow_run_id: UUID) -> dict[str, float]:
     )
     values = {}
     for artifact in found:
-        name = artifact.key or (artifact.description or "").split(":")[0]
-        values[name] = float(artifact.data or 0.0)
+        values[artifact.key] = float(artifact.data or 0.0)
     return values
 
 
@@ -382,7 +381,7 @@ def test_failed_deployment_run_is_retried_and_retrains_only_the_failed_fold(serv
         assert retried.state.is_completed(), f"{retried.state!r}\n{launcher.logs()}"
         assert retried.run_count == 2
 
-        # The retry made new fold task runs (in a new train-folds subflow run) and left the
+        # The retry made new fold task runs (in the same flow run) and left the
         # first attempt's as they were: folds that had completed are Cached, fold 3 trained.
         runs = fold_task_runs(client, failed.id)
         again = [r for r in runs if r.id not in {x.id for x in first.values()}]
@@ -436,7 +435,7 @@ def test_progress_cards_move_through_intermediate_values_during_a_run(server, tm
         run = wait_final(client, flow_run.id, launcher, serve)
         assert run.state.is_completed(), f"{run.state!r}\n{launcher.logs()}"
         final = progress_values(client, flow_run.id)
-    assert final == {"fold 1": 100.0, "fold 2": 100.0, "folds-done": 100.0}, final
-    for fold in ("fold 1", "fold 2"):
+    assert final == {"fold-1": 100.0, "fold-2": 100.0, "folds-done": 100.0}, final
+    for fold in ("fold-1", "fold-2"):
         between = sorted(v for v in seen.get(fold, ()) if 0 < v < 100)
         assert between, f"{fold}: only {sorted(seen.get(fold, ()))} seen while it trained"

@@ -1,11 +1,13 @@
-"""Fold workers start ahead of their folds: they spawn (and import TensorFlow) while the API
-server boots and the data is downloaded and cleaned, not after (`fold_workers_started`).
+"""Fold workers get ready ahead of their folds (`flows.execution.fold_execution`): a local
+Dask cluster's workers spawn (and import TensorFlow) while the API server boots and the data
+is downloaded and cleaned, and folds that train in the CLI's own process get TensorFlow
+imported while the API server boots.
 
 Real runs, no mocks: a sampler notes when each child process of the run first appears (by
 this test's own clock, so a late sample can only make the check harder to pass), and the
 processes that trained the folds (metrics.json names them) must have existed before the
 step that precedes the fan-out finished (in-process flow), or before the flow run even
-began (the CLI, whose workers start while its temporary API server boots).
+began (the CLI, whose cluster starts while its local API server boots).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def test_flow_starts_its_fold_workers_before_the_data_is_ready(tmp_path):
         source=str(BUNDLED_DATA),
         folds=2,
         model=ModelConfig(epochs=2),
-        execution=ExecutionConfig(runner="process", workers=2),
+        execution=ExecutionConfig(runner="dask", workers=2),
         output_dir=str(tmp_path / "out"),
         cache_dir=str(tmp_path / "cache"),
         fold_retries=0,
@@ -95,7 +97,9 @@ def test_flow_starts_its_fold_workers_before_the_data_is_ready(tmp_path):
         assert sampler.seen[pid] < planned < folds_started, (pid, sampler.seen, planned)
 
 
-def cli_run_watched(tmp_path: Path, workers: int, watcher: type) -> tuple[int, float, Any]:
+def cli_run_watched(
+    tmp_path: Path, workers: int, watcher: type, runner: str = "process"
+) -> tuple[int, float, Any]:
     """`foldflow run` (2 folds, 2 epochs) in a subprocess watched by `watcher(pid)` meanwhile.
 
     Returns the CLI's pid, when its "Beginning flow run" line arrived, and the watcher.
@@ -104,7 +108,8 @@ def cli_run_watched(tmp_path: Path, workers: int, watcher: type) -> tuple[int, f
     env["PREFECT_HOME"] = str(tmp_path / "home")
     proc = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "run", "--no-progress", "--folds", "2",
-         "--epochs", "2", "--workers", str(workers), "--output-dir", str(tmp_path / "out"),
+         "--epochs", "2", "--workers", str(workers), "--runner", runner,
+         "--output-dir", str(tmp_path / "out"),
          "--cache-dir", str(tmp_path / "cache")],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -121,8 +126,8 @@ def cli_run_watched(tmp_path: Path, workers: int, watcher: type) -> tuple[int, f
     return proc.pid, began, watching
 
 
-def test_cli_starts_its_fold_workers_while_the_api_server_boots(tmp_path):
-    _, began, sampler = cli_run_watched(tmp_path, 2, FirstSeen)
+def test_cli_starts_its_dask_workers_while_the_api_server_boots(tmp_path):
+    _, began, sampler = cli_run_watched(tmp_path, 2, FirstSeen, runner="dask")
     workers = fold_workers(tmp_path / "out")
     assert len(workers) == 2
     for pid in workers:
@@ -170,7 +175,7 @@ def test_a_fold_worker_loads_neither_scikit_learn_nor_scipy():
     step for the same cores, and no fold uses them (the join scores in the flow process).
     """
     probe = (
-        "import sys, prefect.task_engine, prefect.task_runners, flows.process, tasks.train, "
+        "import sys, prefect.task_engine, prefect.task_runners, flows.worker, tasks.train, "
         "tasks.clean, tasks.folds, tasks.config; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy'}))"
     )

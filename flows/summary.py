@@ -1,0 +1,41 @@
+"""What `foldflow run` prints when it ends: a table of the folds and the run's scores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def print_summary(result: dict[str, Any], seconds: float) -> None:
+    """The short table `foldflow run` ends with."""
+    from tasks.metrics import RunMetrics
+
+    metrics, paths = RunMetrics.model_validate(result["metrics"]), result["paths"]
+    score_names = list(metrics.folds[0].scores) if metrics.folds else []
+    print("\n" + f"{'fold':>8}  " + "  ".join(f"{n:>9}" for n in score_names) + "  train-s  worker")
+    for row in metrics.folds:
+        scores = "  ".join(f"{row.scores[n]:>9.4f}" for n in score_names)
+        print(
+            f"{row.label:>8}  {scores}  {row.train_seconds:>7.1f}  {row.worker} ({row.device})"
+        )
+    for failure in metrics.failed_folds:
+        print(f"{failure.label:>8}  FAILED  {failure.error}")
+    partial = "  (PARTIAL)" if metrics.partial else ""
+    if metrics.task == "regression":
+        print(f"\nout-of-fold RMSE: {metrics.rmse:.4f}{partial}")
+        print(
+            f"fold RMSE: {metrics.mean_rmse:.4f} ± {metrics.std_rmse:.4f}; MAE {metrics.mae:.4f}; "
+            f"R² {metrics.r2:.4f}; baseline RMSE (training-fold mean) {metrics.baseline_rmse:.4f}"
+        )
+    else:
+        print(f"\nfinal accuracy (out-of-fold): {metrics.final_accuracy:.4f}{partial}")
+        print(
+            f"fold accuracy: {metrics.mean_accuracy:.4f} ± {metrics.std_accuracy:.4f}; "
+            f"log-loss {metrics.log_loss:.4f}; majority class {metrics.majority_accuracy:.4f}"
+        )
+    if metrics.repeat_scores:
+        print("per repeat: " + ", ".join(f"{v:.4f}" for v in metrics.repeat_scores))
+    for path in paths.values():
+        print(f"wrote {path}")
+    print(f"wall time: {seconds:.1f} s")
+
+
