@@ -5,7 +5,7 @@ the wall clock from process start to exit while a sampler records the peak RSS o
 in its tree. foldflow gets empty temporary cache and output folders, so nothing is reused. The
 timing figures are those of the first seed; further seeds only add to the accuracy comparison.
 With `--server`, foldflow reports to a real `prefect server` started for the benchmark (on a
-free loopback port, its own PREFECT_HOME) instead of starting its temporary API server: the
+free loopback port, its own PREFECT_HOME) instead of starting its local API server: the
 orchestration overhead with a running server. The last line printed is
 `speedup: <notebook wall / foldflow wall>`.
 """
@@ -43,7 +43,7 @@ NOTEBOOK_EPOCHS, NOTEBOOK_FOLDS = 500, 5
 QUICK_EPOCHS = 20
 ACCURACY_TOLERANCE = 0.02  # issue 5: over 3 seeds the means must agree within this
 SAMPLE_EVERY_S = 0.2
-TARGET_SPEEDUP = 25.0  # issue 13: end to end, with the temporary API server
+TARGET_SPEEDUP = 25.0  # issue 13: end to end, with the local API server (no PREFECT_API_URL)
 TARGET_SERVER_OVERHEAD_S = 6.0  # issue 13: orchestration overhead with a running server
 SERVER_START_TIMEOUT_S = 180.0
 
@@ -157,7 +157,8 @@ def classify(pid: int, cmdline: str, root: int, workers: set[int]) -> str:
         return "flow process (foldflow run)"
     if pid in workers:
         return "fold worker"
-    if "uvicorn" in cmdline or "prefect.server" in cmdline or "prefect server" in cmdline:
+    server_marks = ("uvicorn", "prefect.server", "prefect server", "flows.local_api")
+    if any(mark in cmdline for mark in server_marks):
         return "Prefect API server"
     if "resource_tracker" in cmdline:
         return "multiprocessing resource tracker"
@@ -168,11 +169,10 @@ def classify(pid: int, cmdline: str, root: int, workers: set[int]) -> str:
 
 # Milestones in `foldflow run`'s console log (best effort: a milestone whose line is missing or
 # reworded is skipped, and its phase merges into the next): (phase ending here, pattern, which).
-# The fold workers spawn and import TensorFlow from the CLI's start on (flows/fanout.py,
-# fold_workers_started), beside the API server start and the data steps: the phase ending at
-# the first fold's start is what their start-up still adds once the folds are planned.
+# A process pool's workers spawn and import TensorFlow as the folds arrive (a local Dask
+# cluster's from the CLI's start on, flows/execution.py): the phase ending at the first fold's
+# start is what their start-up adds once the folds are planned.
 MILESTONES = (
-    ("start-up: Python, CLI and Prefect imports", r"Starting temporary server", "first"),
     ("start-up until the flow run begins (API server)", r"Beginning flow run", "first"),
     ("download, clean, plan folds", r"Task run 'check-output-dir' - Finished", "first"),
     ("fold workers ready (rest of spawn + TF import)", r"attempt \d+: training on", "first"),
@@ -266,7 +266,7 @@ def run_foldflow(
     """`foldflow run` with its defaults in a fresh process, empty cache and output folders.
 
     With `server`, it reports to that running server (PREFECT_API_URL), whose memory is
-    sampled meanwhile; otherwise it starts its own temporary API server, as by default.
+    sampled meanwhile; otherwise it starts its own local API server, as by default.
     """
     cache, output = work / f"foldflow-{seed}-cache", work / f"foldflow-{seed}-output"
     cmd = [*foldflow_command(), "run", "--source", source, "--cache-dir", str(cache)]
@@ -306,7 +306,7 @@ def run_foldflow(
     wall = measured.wall_seconds
     return {
         "seed": seed,
-        "api": server.api_url if server else "temporary server",
+        "api": server.api_url if server else "local server",
         "final_accuracy": metrics["final_accuracy"],
         "fold_accuracy": metrics["fold_accuracy"],
         "process_wall_seconds": wall,
@@ -403,8 +403,8 @@ def print_report(
 
 def print_overhead(ff: dict[str, Any], speedup: float) -> None:
     """Orchestration overhead and the end-to-end speed-up, against issue 13's targets."""
-    running = ff["api"] != "temporary server"
-    where = "with a running server" if running else "with the temporary API server"
+    running = ff["api"] != "local server"
+    where = "with a running server" if running else "with the local API server"
     target = f"issue 13: <= {TARGET_SERVER_OVERHEAD_S:.0f} s" if running else "issue 5: < 15 s"
     print(
         f"orchestration overhead {where} (foldflow wall - slowest worker's training): "
@@ -417,7 +417,7 @@ def print_overhead(ff: dict[str, Any], speedup: float) -> None:
     else:
         met = speedup >= TARGET_SPEEDUP
         print(f"speed-up end to end {speedup:.1f}x (issue 13: >= {TARGET_SPEEDUP:.0f}x with the "
-              f"temporary server) -> {'MET' if met else 'NOT MET'}")  # fmt: skip
+              f"local server) -> {'MET' if met else 'NOT MET'}")  # fmt: skip
 
 
 def done_line(side: dict[str, Any]) -> str:
@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--server", action="store_true",
         help="foldflow reports to a real `prefect server` started for the benchmark "
-        "(PREFECT_API_URL) instead of its temporary API server",
+        "(PREFECT_API_URL) instead of its local API server",
     )  # fmt: skip
     args = parser.parse_args(argv)
     epochs = args.epochs or (QUICK_EPOCHS if args.quick else NOTEBOOK_EPOCHS)

@@ -6,7 +6,7 @@ For each size: the stand-in table at that size (`data/make_standin.py --rows N`,
 a notebook-style `model.fit` on one fold (timed; stopped after `--fit-budget` seconds and
 extrapolated from the epochs it ran, which the output says), then `foldflow run` with
 `--workers 1` and with `--workers 2`, each in a fresh process with empty cache and output
-folders and its own PREFECT_HOME (so the temporary server's database can be measured),
+folders and its own PREFECT_HOME (so the local API server's database can be measured),
 whose empty database is created beforehand, untimed, as every run after a machine's first
 finds it. It prints per-fold training time, end-to-end time, the clean step, the Parquet
 size, the database size, the peak RSS of every process, the growth between sizes and which
@@ -166,7 +166,7 @@ def measure_fit(csv: Path, epochs: int, budget_s: float, work: Path) -> dict[str
 
 
 def prefect_db_bytes(home: Path) -> int:
-    """The temporary server's SQLite database under PREFECT_HOME (with its WAL and SHM files)."""
+    """The local API server's SQLite database under PREFECT_HOME (with its WAL and SHM files)."""
     return sum(p.stat().st_size for p in home.glob("prefect.db*") if p.is_file())
 
 
@@ -227,7 +227,7 @@ def run_foldflow_at(csv: Path, epochs: int, workers: int, work: Path) -> dict[st
            "--epochs", str(epochs), "--folds", str(FOLDS), "--seed", str(SEED),
            "--workers", str(workers), "--cache-dir", str(cache), "--output-dir", str(output)]
     env = child_env() | {"PREFECT_HOME": str(home)}
-    env.pop("PREFECT_API_URL", None)  # the temporary server, whose database is measured here
+    env.pop("PREFECT_API_URL", None)  # the local API server, whose database is measured here
     create_prefect_database(env, root / "database.log")
     measured = run_measured(cmd, root / "foldflow.log", env)  # fmt: skip
     if measured.returncode != 0:

@@ -1,6 +1,6 @@
 """Stops when told, leaves nothing running, fails in bounded time when the API goes silent.
 
-Subprocess tests of the real `foldflow run` (process pool, temporary API server): a signal
+Subprocess tests of the real `foldflow run` (process pool, its local API server): a signal
 mid-fold, then the exit code, the time it took, the earlier outputs, and that no process of
 the run is left.
 """
@@ -64,12 +64,18 @@ class Output:
         return "".join(self.lines)
 
 
+def is_local_api(cmdline: list[str], main_pid: int) -> bool:
+    """Whether a command line is the local API server of the run `main_pid` (flows.local_api)."""
+    return cmdline[1:3] == ["-m", "flows.local_api"] and cmdline[-1:] == [str(main_pid)]
+
+
 def processes_of(main_pid: int, marker: str) -> list[psutil.Process]:
     """Living processes of the run: the main one, its workers, its API server."""
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if proc.pid == main_pid or marker in cmd or f"--api-for {main_pid}" in cmd:
+        cmdline = proc.info["cmdline"] or []
+        cmd = " ".join(cmdline)
+        if proc.pid == main_pid or marker in cmd or is_local_api(cmdline, main_pid):
             found.append(proc)
     return [p for p in found if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
@@ -121,7 +127,7 @@ def test_sigkill_leaves_no_orphans(tmp_path):
     out = Output(proc)
     out.wait_for("epoch", timeout=180)
     children = workers_of(proc.pid)
-    assert any("--api-for" in " ".join(c.cmdline()) for c in children)
+    assert any(is_local_api(c.cmdline(), proc.pid) for c in children)
     proc.kill()
     proc.wait(timeout=10)
     _, alive = psutil.wait_procs(children, timeout=15)
@@ -165,7 +171,7 @@ def test_an_api_that_dies_mid_run_stops_the_run_in_bounded_time_naming_it(tmp_pa
     proc = start_run(tmp_path, "--api-lost-after-s", "5")
     out = Output(proc)
     out.wait_for("epoch", timeout=180)  # folds are training, on a 100000-epoch budget
-    server = [c for c in workers_of(proc.pid) if "--api-for" in " ".join(c.cmdline())]
+    server = [c for c in workers_of(proc.pid) if is_local_api(c.cmdline(), proc.pid)]
     assert len(server) == 1, [" ".join(c.cmdline())[:120] for c in workers_of(proc.pid)]
     killed = time.monotonic()
     server[0].kill()
