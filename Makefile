@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 4200
 
-.PHONY: run test lint bench bench-scale server clean-cache setup screenshots
+.PHONY: run test lint bench bench-scale server clean-cache setup screenshots docs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ bench-scale: $(STAMP)
 screenshots: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[docs]"
 	$(BIN)/python docs/screenshot.py $(ARGS)
+
+# The documentation site (mkdocs.yml, docs/) into build/site; --strict: a broken link fails.
+docs: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 # A local Prefect server on 127.0.0.1; state in ./.prefect unless PREFECT_HOME says otherwise.
 server: $(STAMP)
