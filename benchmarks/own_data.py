@@ -78,7 +78,7 @@ def main() -> None:
     configure_process()
     from flows.cross_validate import cross_validate
     from tasks.config import BUNDLED_DATA, CVConfig, ModelConfig
-    from tasks.dataspec import DataSpec
+    from tasks.data.spec import DataSpec
 
     root = Path(tempfile.mkdtemp(prefix="foldflow-own-data-"))
     runs: list[tuple[str, Path, DataSpec, str, list[str]]] = [

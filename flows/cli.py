@@ -64,7 +64,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     from flows.fetch import fetch_source
     from tasks.clean import describe_spec
-    from tasks.dataspec import declared_spec, read_table, resolve_spec
+    from tasks.data.read import read_table
+    from tasks.data.resolve import resolve_spec
+    from tasks.data.spec import declared_spec
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     config = config_from_args(args)

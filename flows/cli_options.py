@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from tasks.config import CVConfig, DownloadConfig, ExecutionConfig, ModelConfig, PredictConfig
-from tasks.dataspec import DataSpec
+from tasks.data.spec import DataSpec
 
 # Where each config section's fields land on the command line: (section, model, option prefix).
 # Top-level scalar fields of CVConfig have section None. Every option is derived from a field:

@@ -30,7 +30,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.clean import CleanedData
 from tasks.config import ModelConfig
-from tasks.dataspec import DataSpec, ResolvedSpec
+from tasks.data.spec import DataSpec, ResolvedSpec
 from tasks.errors import PermanentError
 from tasks.logs import run_logger
 from tasks.metrics import RunMetrics

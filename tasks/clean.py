@@ -19,7 +19,10 @@ import pyarrow.parquet as pq
 from prefect import task
 
 from tasks.config import stable_hash
-from tasks.dataspec import DataSpec, ResolvedSpec, read_table, resolve_spec, typed_table
+from tasks.data.read import read_table
+from tasks.data.resolve import resolve_spec
+from tasks.data.spec import DataSpec, ResolvedSpec
+from tasks.data.table import typed_table
 from tasks.logs import run_logger
 from tasks.outputs import write_atomic
 

@@ -18,11 +18,12 @@ from pydantic import (
     model_validator,
 )
 
-from tasks.dataspec import DataSpec
+from tasks.data.spec import DataSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_DATA = PROJECT_ROOT / "data" / "jh-simple-standin.csv"
 REAL_DATA_URL = "https://data.heatonresearch.com/data/t81-558/jh-simple-dataset.csv"
+SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"  # a hex sha256 digest, either case
 
 # Bump when a change to the training code would change a fold's predictions: old cached
 # fold results are then no longer reused.
@@ -215,7 +216,7 @@ class CVConfig(BaseModel):
         description=f"CSV: http(s) URL, path or fsspec URL (real data: {REAL_DATA_URL}).",
     )
     sha256: str | None = Field(
-        default=None, pattern=r"^[0-9a-fA-F]{64}$", description="Expected sha256 of the CSV."
+        default=None, pattern=SHA256_PATTERN, description="Expected sha256 of the CSV."
     )
     folds: int = Field(default=5, ge=2, le=100, description="Number of folds (k).")
     shuffle: bool = Field(default=True, description="Shuffle rows before splitting into folds.")

@@ -18,6 +18,8 @@ import fsspec
 import httpx
 from prefect import task
 
+from tasks.config import SHA256_PATTERN
+from tasks.data.formats import sniff_format
 from tasks.errors import DownloadError, TransientDownloadError, retry_unless_permanent
 from tasks.logs import current_attempt, run_logger
 from tasks.outputs import set_normal_mode
@@ -27,13 +29,6 @@ CHUNK_SIZE = 1024 * 1024
 _HTML_SNIFF_BYTES = 1024
 _HTML_START = re.compile(rb"\A(?:\xef\xbb\xbf)?\s*<(?:!doctype\s+html|html)\b", re.IGNORECASE)
 _HTML_CONTENT_TYPES = frozenset({"text/html", "application/xhtml+xml"})
-_SHA256_HEX = re.compile(r"\A[0-9a-f]{64}\Z")
-# A backoff that doubles forever would wait hours by the 12th retry: stop growing at this.
-_MAGIC = (
-    (b"\x1f\x8b", "gzip"),
-    (b"PK\x03\x04", "zip"),
-    (b"PAR1", "parquet"),
-)
 _FORMAT_SUFFIX = {"gzip": ".csv.gz", "zip": ".zip", "parquet": ".parquet"}
 _TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
 
@@ -53,14 +48,6 @@ class RawData:
     n_bytes: int
 
 
-def sniff_format(head: bytes) -> str | None:
-    """Name a compressed/binary format from its magic bytes, since URLs and suffixes can lie."""
-    for magic, name in _MAGIC:
-        if head.startswith(magic):
-            return name
-    return None
-
-
 def _stored_suffix(source: str, head: bytes) -> str:
     """The suffix a stored download gets, so readers pick the right decoder from the name."""
     sniffed = sniff_format(head)
@@ -75,7 +62,7 @@ def _normalize_expected(expected_sha256: str | None) -> str | None:
     if expected_sha256 is None:
         return None
     expected = expected_sha256.strip().lower()
-    if not _SHA256_HEX.match(expected):
+    if not re.fullmatch(SHA256_PATTERN, expected):
         raise DownloadError(f"expected_sha256 must be 64 hex characters, got {expected_sha256!r}")
     return expected
 
@@ -343,4 +330,4 @@ def download_csv(
     return raw
 
 
-__all__: list[str] = ["RawData", "download_csv", "sniff_format"]
+__all__: list[str] = ["RawData", "download_csv"]

@@ -21,7 +21,7 @@ from tasks.preprocess import decode_regression, encode_target, fit_preprocessor,
 from tasks.progress import ProgressReporter
 
 if TYPE_CHECKING:  # typing only: tasks.folds defines Prefect tasks, which a fit does not need
-    from tasks.dataspec import ResolvedSpec
+    from tasks.data.spec import ResolvedSpec
     from tasks.folds import FoldSpec
 
 

@@ -11,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.clean import CleanedData
-from tasks.dataspec import ResolvedSpec
+from tasks.data.spec import ResolvedSpec
 from tasks.errors import FoldFailedError, FoldflowError
 from tasks.folds import FoldSpec
 from tasks.logs import run_logger

@@ -13,7 +13,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.bundle import Bundle, BundleError, load_bundle
-from tasks.dataspec import ResolvedSpec, read_table, typed_table
+from tasks.data.read import read_table
+from tasks.data.spec import ResolvedSpec
+from tasks.data.table import typed_table
 from tasks.errors import DataValidationError
 from tasks.logs import run_logger
 from tasks.outputs import write_atomic

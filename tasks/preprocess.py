@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.dataspec import MISSING_LEVEL, ResolvedSpec
+from tasks.data.spec import MISSING_LEVEL, ResolvedSpec
 from tasks.errors import DataValidationError
 
 

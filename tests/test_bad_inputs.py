@@ -41,7 +41,7 @@ import tasks.outputs
 from flows.cross_validate import cross_validate
 from tasks.clean import CLEAN_VERSION, cache_path, clean_to_parquet
 from tasks.config import BUNDLED_DATA, CVConfig, DownloadConfig, ExecutionConfig, ModelConfig
-from tasks.dataspec import DataSpec
+from tasks.data.spec import DataSpec
 from tasks.download import download_csv
 from tasks.folds import plan_folds, split_folds
 from tasks.join import METRICS_JSON, OOF_CSV, OOF_PARQUET, join_out_of_fold

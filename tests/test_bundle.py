@@ -15,7 +15,7 @@ import pytest
 from flows.cross_validate import cross_validate
 from flows.predict import predict
 from tasks.config import CVConfig, ExecutionConfig, ModelConfig, PredictConfig
-from tasks.dataspec import DataSpec
+from tasks.data.spec import DataSpec
 
 
 def run_cv(tmp_path: Path, name: str = "out", **overrides) -> Path:

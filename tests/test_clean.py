@@ -8,7 +8,8 @@ import pytest
 from scipy.stats import zscore
 
 from tasks.clean import CLEAN_VERSION, cache_path, clean_to_parquet, load_table
-from tasks.dataspec import DataSpec, read_table
+from tasks.data.read import read_table
+from tasks.data.spec import DataSpec
 from tasks.errors import DataValidationError
 from tasks.fit import prepare_fold
 

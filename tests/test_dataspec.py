@@ -11,15 +11,10 @@ import pytest
 from pydantic import ValidationError
 from sklearn import datasets
 
-from tasks.dataspec import (
-    DataSpec,
-    ResolvedSpec,
-    preset_spec,
-    read_table,
-    resolve_spec,
-    sniff_delimiter,
-    typed_table,
-)
+from tasks.data.read import read_table, sniff_delimiter
+from tasks.data.resolve import resolve_spec
+from tasks.data.spec import DataSpec, ResolvedSpec, preset_spec
+from tasks.data.table import resolve_table, typed_table
 from tasks.errors import DataValidationError
 from tasks.preprocess import (
     decode_regression,
@@ -130,6 +125,22 @@ def test_preset_with_blank_income_and_extra_column(tmp_path):
     params = fit_preprocessor(table, resolved, None)
     assert params["numeric"]["income"]["fill"] == 200.0
     assert np.array_equal(transform_float64(table, resolved, params), old[features].to_numpy())
+
+
+def test_one_pass_gives_the_two_step_spec_and_table(tmp_path, bundled_csv):
+    """resolve_table reuses the numbers resolving parsed: the same spec and table, to the bit."""
+    text = "id,x,c,y,r\n3,1.5,a, 1\n1,,b,2,0.25\n2,2.5,,,1e3\n4,-1,a,1,7\n5,0.1,b,2,1\n"
+    for path, spec in [
+        (bundled_csv, DataSpec()),
+        (write(tmp_path, text), DataSpec(target="y", id_column="id")),
+        (write(tmp_path, text), DataSpec(target="r", task="regression")),
+    ]:
+        table, resolved, warnings = load(path, spec)
+        heard: list[str] = []
+        frame = read_table(str(path), str(path), spec)
+        one_resolved, one_table = resolve_table(frame, spec, str(path), heard.append)
+        assert one_resolved == resolved and heard == warnings
+        pd.testing.assert_frame_equal(one_table, table, check_exact=True)
 
 
 # ----------------------------------------------------------------------------- inference

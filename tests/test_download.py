@@ -20,7 +20,8 @@ from prefect import flow
 from prefect.states import Completed, Failed
 
 from tasks.config import DownloadConfig
-from tasks.download import RawData, _http_chunks, download_csv, sniff_format
+from tasks.data.formats import sniff_format
+from tasks.download import RawData, _http_chunks, download_csv
 from tasks.errors import (
     MAX_RETRY_DELAY_S,
     DownloadError,

@@ -12,7 +12,7 @@ import pytest
 
 from tasks.clean import clean_to_parquet, load_table
 from tasks.config import BUNDLED_DATA, FoldRuntime, ModelConfig
-from tasks.dataspec import DataSpec
+from tasks.data.spec import DataSpec
 from tasks.fit import FitSettings, PreparedFold, epochs_per_call, fit_and_predict
 from tasks.folds import split_folds
 from tasks.progress import ProgressReporter

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tasks.clean import CleanedData
-from tasks.dataspec import ResolvedSpec
+from tasks.data.spec import ResolvedSpec
 from tasks.errors import FoldFailedError
 from tasks.folds import split_folds
 from tasks.join import PartitionError, join_out_of_fold

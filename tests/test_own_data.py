@@ -18,7 +18,7 @@ from sklearn import metrics as skm
 
 from flows.cross_validate import cross_validate
 from tasks.config import BUNDLED_DATA, CVConfig, ExecutionConfig, ModelConfig
-from tasks.dataspec import DataSpec
+from tasks.data.spec import DataSpec
 from tests.prefect_runs import fold_states, trained
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import numpy as np
 
 from tasks.clean import clean_to_parquet
 from tasks.config import BUNDLED_DATA, FoldRuntime, ModelConfig
-from tasks.dataspec import DataSpec
+from tasks.data.spec import DataSpec
 from tasks.folds import split_folds
 from tasks.model import build_model
 from tasks.train import fold_cache_key, train_fold
