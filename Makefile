@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 4200
 
-.PHONY: run test lint bench bench-scale server clean-cache setup screenshots docs
+.PHONY: run test test-fast lint bench bench-scale server clean-cache setup screenshots docs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check flows tasks tests data benchmarks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The pure and in-process tests (a few minutes), for the edit-test loop; `make test` runs all.
+test-fast: $(STAMP)
+	$(BIN)/ruff check flows tasks tests data benchmarks
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check flows tasks tests data benchmarks
