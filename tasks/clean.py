@@ -20,9 +20,8 @@ from prefect import task
 
 from tasks.config import stable_hash
 from tasks.data.read import read_table
-from tasks.data.resolve import resolve_spec
 from tasks.data.spec import DataSpec, ResolvedSpec
-from tasks.data.table import typed_table
+from tasks.data.table import resolve_table
 from tasks.logs import run_logger
 from tasks.outputs import write_atomic
 
@@ -140,8 +139,7 @@ def clean_to_parquet(
         if target.exists():
             logger.warning("Cached file %s is unreadable or stale; rebuilding it", target)
         frame = read_table(raw_path, label, spec)
-        resolved = resolve_spec(frame, spec, label, logger.warning)
-        table_df = typed_table(frame, resolved, label)
+        resolved, table_df = resolve_table(frame, spec, label, logger.warning)
         meta = {
             "clean_version": CLEAN_VERSION,
             "raw_sha256": raw_sha256,

@@ -59,7 +59,7 @@ def parse_gpus(spec: str | int | Sequence[int] | None) -> list[int] | None:
 def max_overlap(intervals: Iterable[tuple[Hashable, float, float]]) -> dict[Hashable, int]:
     """From recorded (device or worker, start, end) runs, the most that overlapped on each.
 
-    Use it on what folds report (`FoldResult.worker`/`device`, `started_at`, `finished_at`)
+    Use it on what folds report (`FoldRun.worker`/`device`, `started_at`, `finished_at`)
     to check a real run kept to one fold per device. Touching ends do not overlap.
     """
     events: dict[Hashable, list[tuple[float, int]]] = defaultdict(list)
