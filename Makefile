@@ -37,7 +37,7 @@ bench: $(STAMP)
 bench-scale: $(STAMP)
 	$(BIN)/python -m benchmarks.scale $(ARGS)
 
-# The README's UI screenshots (needs: apt-get install chromium chromium-driver).
+# The docs' UI screenshots (docs/*.png) (needs: apt-get install chromium chromium-driver).
 screenshots: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[docs]"
 	$(BIN)/python docs/screenshot.py $(ARGS)

@@ -1,4 +1,4 @@
-"""Take the README's screenshots of the Prefect UI with headless Chromium, driven by Selenium.
+"""Take the docs' screenshots of the Prefect UI with headless Chromium, driven by Selenium.
 
 Starts a throwaway `prefect server` (UI on, temporary PREFECT_HOME, 127.0.0.1) and photographs
 what a user of foldflow looks at:

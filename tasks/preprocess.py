@@ -1,8 +1,8 @@
 """Fit and apply feature preprocessing on chosen rows, so a fold never learns from its test rows.
 
 Parameters are plain JSON-able dicts (cacheable, loggable, reusable to score new data). For the
-jh-simple preset with global scope the float64 features equal `tasks.clean.clean_frame`'s bit for
-bit: the median fill, then scipy's `zscore` arithmetic (mean, population std) on the same values.
+jh-simple preset with global scope this is the notebook's cleaning: the median fill, then
+scipy's `zscore` arithmetic (mean, population std) on the same values.
 """
 
 from __future__ import annotations
