@@ -17,6 +17,8 @@ from flows.predict import predict
 from tasks.config import CVConfig, ExecutionConfig, ModelConfig, PredictConfig
 from tasks.data.spec import DataSpec
 
+pytestmark = pytest.mark.slow  # every test trains through the flow (20-36 s each)
+
 
 def run_cv(tmp_path: Path, name: str = "out", **overrides) -> Path:
     """A small cross-validation run (3 folds, 3 epochs, in-process); returns its output folder."""

@@ -50,6 +50,7 @@ def test_paired_test_on_hand_made_numbers():
         paired_test([0.5], [0.4])
 
 
+@pytest.mark.slow  # trains several configs (98 s)
 def test_comparison_matches_each_config_and_adding_one_trains_only_it(tmp_path):
     state = compare_regularizers(compare_config(tmp_path, TINY), return_state=True)
     assert state.is_completed()

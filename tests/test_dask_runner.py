@@ -138,6 +138,7 @@ def test_fold_execution_refuses_a_cluster_without_gpu_workers():
             started.close()
 
 
+@pytest.mark.slow  # a Dask cluster of worker processes (19-114 s)
 def test_gpu_annotation_survives_prefect_map_one_task_per_worker(monkeypatch):
     """Two workers with 2 threads and GPU=1 each: annotated tasks never share a worker."""
     monkeypatch.setenv(MARKER, "inherited")  # before the worker processes are spawned
@@ -168,6 +169,7 @@ def test_gpu_annotation_survives_prefect_map_one_task_per_worker(monkeypatch):
     assert sorted(t.state.type.value for t in task_runs) == ["COMPLETED"] * 6
 
 
+@pytest.mark.slow  # a Dask cluster of worker processes (19-114 s)
 def test_gpu_cluster_without_dask_cuda_gives_each_worker_one_device(monkeypatch):
     """The SpecCluster fallback: one single-threaded worker per id, each seeing only its id."""
     monkeypatch.setitem(sys.modules, "dask_cuda", None)  # as without dask_cuda: import fails
@@ -202,6 +204,7 @@ def _cross_validate(
     return out, json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow  # a Dask cluster of worker processes (19-114 s)
 def test_dask_flow_end_to_end_equals_process_runner(tmp_path):
     """A real 2-process LocalCluster trains the folds; its OOF table equals the default runner's."""
     dask_out, dask_metrics = _cross_validate(
@@ -227,6 +230,7 @@ def test_dask_flow_end_to_end_equals_process_runner(tmp_path):
     ]
 
 
+@pytest.mark.slow  # a Dask cluster of worker processes (19-114 s)
 def test_flow_with_gpus_runs_one_fold_per_gpu_worker(tmp_path):
     """--gpus builds one Dask worker per (fake) GPU id; folds request GPU=1 and all complete."""
     out, metrics = _cross_validate(

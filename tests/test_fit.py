@@ -40,6 +40,7 @@ def test_fit_and_predict_needs_no_prefect():
     assert not {"prefect", "tensorflow", "keras"} & set(done.stdout.split()), done.stderr
 
 
+@pytest.mark.slow  # a real training, compared with the task's (16 s)
 def test_fit_and_predict_alone_gives_the_tasks_numbers(tmp_path):
     """The task only wraps the fit: called directly, with its validation, it returns the same."""
     sha = hashlib.sha256(BUNDLED_DATA.read_bytes()).hexdigest()

@@ -36,6 +36,7 @@ def fold_epoch_lines(flow_run_id, epochs: int) -> list[str]:
     )
 
 
+@pytest.mark.slow  # whole-flow run
 def test_flow_writes_an_aligned_oof_table(tmp_path, bundled_csv):
     state = cross_validate(small_config(tmp_path), return_state=True)
     # Read at once: every fold's last line reached the API before the run ended, though
@@ -61,6 +62,7 @@ def test_flow_writes_an_aligned_oof_table(tmp_path, bundled_csv):
     assert metrics["data_sha256"] and metrics["run"]["config"]["model"]["epochs"] == 3
 
 
+@pytest.mark.slow  # whole-flow run
 def test_a_failed_fold_fails_the_flow_and_names_the_fold(tmp_path, monkeypatch):
     monkeypatch.setenv("FOLDFLOW_FAIL_FOLDS", "2")
     config = small_config(tmp_path, execution=ExecutionConfig(runner="thread", workers=1))
@@ -72,6 +74,7 @@ def test_a_failed_fold_fails_the_flow_and_names_the_fold(tmp_path, monkeypatch):
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
+@pytest.mark.slow  # CLI in subprocesses
 def test_cli_runs_two_folds_at_once_on_one_local_api(tmp_path):
     """The default runner, no PREFECT_API_URL: one local API for the run, folds overlap."""
     import os

@@ -21,6 +21,8 @@ from tasks.config import BUNDLED_DATA, CVConfig, ExecutionConfig, ModelConfig
 from tasks.data.spec import DataSpec
 from tests.prefect_runs import fold_states, trained
 
+pytestmark = pytest.mark.slow  # every test runs the whole flow or the CLI (9-20 s each)
+
 ROOT = Path(__file__).resolve().parents[1]
 PINNED_OOF = Path(__file__).parent / "data" / "jh_simple_oof_40_epochs.parquet"
 

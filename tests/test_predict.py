@@ -20,6 +20,8 @@ from tasks.config import CVConfig, ExecutionConfig, ModelConfig, PredictConfig
 from tasks.errors import DataValidationError
 from tasks.predict import predict_with
 
+pytestmark = pytest.mark.slow  # every test needs a trained bundle (a flow run with --refit)
+
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = list("abcdefg")
 

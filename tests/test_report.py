@@ -53,6 +53,7 @@ def test_fail_fold_spec_parsing():
         parse_fail_folds("x")
 
 
+@pytest.mark.slow  # a whole-flow run (19 s)
 def test_summary_numbers_match_metrics_json(tmp_path):
     from flows.cross_validate import cross_validate
     from tasks.config import CVConfig, ExecutionConfig, ModelConfig

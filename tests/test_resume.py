@@ -11,6 +11,8 @@ from flows.cross_validate import cross_validate
 from tasks.config import CVConfig, ExecutionConfig, ModelConfig
 from tests.prefect_runs import SETTLE_S, fold_states, trained
 
+pytestmark = pytest.mark.slow  # whole-flow runs and a killed worker (11-39 s each)
+
 ALL = {f"fold-{i}" for i in range(1, 6)}
 
 

@@ -42,6 +42,7 @@ from tasks.faults import FAIL_FOLDS_ENV
 from tests.prefect_runs import fold_states, settled_fold_runs
 
 pytestmark = pytest.mark.timeout(400)
+pytestmark = [pytestmark, pytest.mark.slow]  # served Prefect server and workers (27-47 s each)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's `prefect` and `foldflow` scripts

@@ -14,6 +14,7 @@ from tasks.config import CVConfig, ExecutionConfig, ModelConfig
 from tests.test_served import api, server, wait_final, wait_idle  # noqa: F401 - `server` fixture
 
 pytestmark = pytest.mark.timeout(400)
+pytestmark = [pytestmark, pytest.mark.slow]  # a served Prefect server and worker
 
 
 def test_served_predict_deployment_scores_a_csv(server, tmp_path, bundled_csv):  # noqa: F811

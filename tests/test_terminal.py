@@ -15,6 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # foldflow run in a pseudo-terminal (37 s)
+
 ROOT = Path(__file__).resolve().parents[1]
 # Notices that scrambled the progress bars before (issue 14): TensorFlow's C++ log lines
 # (I0000/W0000/E0000 ... file.cc:line]), oneDNN, CUDA probing, absl, retracing, telemetry.

@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 import psutil
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -71,6 +72,7 @@ def task_runs_by_name(flow_run_id) -> dict[str, object]:
     return {run.name: run for run in runs}
 
 
+@pytest.mark.slow  # a whole-flow run or the CLI in a subprocess (18-25 s)
 def test_flow_starts_its_fold_workers_before_the_data_is_ready(tmp_path):
     sampler = FirstSeen(os.getpid())
     sampler.start()
@@ -126,6 +128,7 @@ def cli_run_watched(
     return proc.pid, began, watching
 
 
+@pytest.mark.slow  # a whole-flow run or the CLI in a subprocess (18-25 s)
 def test_cli_starts_its_dask_workers_while_the_api_server_boots(tmp_path):
     _, began, sampler = cli_run_watched(tmp_path, 2, FirstSeen, runner="dask")
     workers = fold_workers(tmp_path / "out")
@@ -160,6 +163,7 @@ class TensorFlowLoaded(threading.Thread):
         self.join()
 
 
+@pytest.mark.slow  # a whole-flow run or the CLI in a subprocess (18-25 s)
 def test_cli_with_one_worker_imports_tensorflow_while_the_api_server_boots(tmp_path):
     """With `--workers 1` the folds train in the CLI's own process: no workers to start ahead,
     but TensorFlow is imported there while the temporary server boots, before the flow run."""
