@@ -183,6 +183,7 @@ def track_folds_done(futures: list[Any]) -> None:
 
     artifact = create_progress_artifact(0.0, key="folds-done", description=described())
     for future in as_completed(futures):
+        future.wait()  # its final state, known here; the API's copy may still lag behind
         if future.state.is_completed():
             done += 1
         else:
