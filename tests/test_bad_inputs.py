@@ -16,19 +16,17 @@ Each case checks that
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 from prefect.client.orchestration import get_client
 
 from flows.cross_validate import cross_validate
-from tasks.clean import CLEAN_VERSION, clean_to_parquet
+from tasks.clean import clean_to_parquet
 from tasks.config import BUNDLED_DATA, CVConfig, DownloadConfig, ExecutionConfig, ModelConfig
 from tasks.data.spec import DataSpec
 from tasks.faults import FAIL_FOLDS_ENV
@@ -36,7 +34,7 @@ from tasks.folds import split_folds
 from tasks.join import METRICS_JSON, OOF_CSV, OOF_PARQUET, join_out_of_fold
 from tests.loopback_http import Reply, serve
 from tests.prefect_runs import settled_task_runs
-from tests.test_bad_inputs_pure import synthetic_results
+from tests.test_bad_inputs_pure import assert_cache_complete, synthetic_results, walk_files
 
 pytestmark = pytest.mark.slow  # each case is a flow run; the session's first also imports TF
 
@@ -208,27 +206,11 @@ CASES = [
 # --- checks ----------------------------------------------------------------------------------
 
 
-def _walk(folder: Path) -> Iterator[Path]:
-    return (p for p in sorted(folder.rglob("*")) if p.is_file()) if folder.is_dir() else iter(())
-
-
-def _is_temp_name(name: str) -> bool:
-    return name.startswith(".") or name.endswith((".tmp", ".part", ".partial")) or ".part-" in name
-
-
 def assert_no_partial_files(cache_dir: Path, output_dir: Path) -> None:
     """Only complete, verified files may remain; the output folder holds just the earlier ones."""
-    leftovers = [p for p in _walk(cache_dir) if _is_temp_name(p.name)]
-    assert not leftovers, f"temporary files left in the cache: {leftovers}"
-    for path in _walk(cache_dir / "downloads"):
-        assert re.fullmatch(r"[0-9a-f]{64}\.(csv|csv\.gz|zip|parquet)", path.name), path
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name.split(".")[0], path
-    for path in _walk(cache_dir / "cleaned"):
-        pattern = rf"[0-9a-f]{{64}}-[0-9a-f]{{12}}-{re.escape(CLEAN_VERSION)}\.parquet"
-        assert re.fullmatch(pattern, path.name), f"stray cleaned file {path}"
-        pq.read_table(path)  # complete, or this raises
+    assert_cache_complete(cache_dir)
     if output_dir.is_dir():
-        found = {str(p.relative_to(output_dir)) for p in _walk(output_dir)}
+        found = {str(p.relative_to(output_dir)) for p in walk_files(output_dir)}
         assert found == set(OUTPUTS), f"output folder holds {sorted(found)}"
 
 

@@ -490,7 +490,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _walk(folder: Path) -> Iterator[Path]:
+def walk_files(folder: Path) -> Iterator[Path]:
     return (p for p in sorted(folder.rglob("*")) if p.is_file()) if folder.exists() else iter(())
 
 
@@ -498,14 +498,14 @@ def _is_temp_name(name: str) -> bool:
     return name.startswith(".") or name.endswith((".tmp", ".part", ".partial")) or ".part-" in name
 
 
-def assert_no_partial_files(cache_dir: Path) -> None:
+def assert_cache_complete(cache_dir: Path) -> None:
     """Only complete, verified files may remain in the cache; nothing half-written."""
-    leftovers = [p for p in _walk(cache_dir) if _is_temp_name(p.name)]
+    leftovers = [p for p in walk_files(cache_dir) if _is_temp_name(p.name)]
     assert not leftovers, f"temporary files left in the cache: {leftovers}"
-    for path in _walk(cache_dir / "downloads"):
+    for path in walk_files(cache_dir / "downloads"):
         assert re.fullmatch(r"[0-9a-f]{64}\.(csv|csv\.gz|zip|parquet)", path.name), path
         assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name.split(".")[0], path
-    for path in _walk(cache_dir / "cleaned"):
+    for path in walk_files(cache_dir / "cleaned"):
         pattern = rf"[0-9a-f]{{64}}-[0-9a-f]{{12}}-{re.escape(CLEAN_VERSION)}\.parquet"
         assert re.fullmatch(pattern, path.name), f"stray cleaned file {path}"
         pq.read_table(path)  # complete, or this raises
@@ -555,7 +555,7 @@ def test_bad_input_step(case: Case, tmp_path: Path, caplog: pytest.LogCaptureFix
         wanted = fragment.format(source=ctx.source)
         warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert any(wanted in w for w in warnings), f"{wanted!r} not warned: {warnings}"
-    assert_no_partial_files(ctx.cache_dir)
+    assert_cache_complete(ctx.cache_dir)
     if case.check is not None:
         case.check(ctx)
     # Last, so a message problem is reported after every other check has run.
