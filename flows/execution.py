@@ -24,7 +24,7 @@ from prefect.tasks import Task
 
 from flows.lifetime import stop_child_processes
 from flows.local_api import local_api_pid
-from flows.stops import stop_when_api_lost
+from flows.stops import reclaim_sigterm, stop_when_api_lost
 from flows.worker import init_fold_worker, threads_per_worker, warm_tensorflow
 from tasks.config import CVConfig, ExecutionConfig, FoldRuntime
 from tasks.errors import describe_failure, retry_options
@@ -212,6 +212,7 @@ def fold_execution(config: CVConfig, tasks: int | None = None) -> Iterator[FoldE
     started.taken = started.taken or reused
     token = _active.set(started)
     error: BaseException | None = None
+    reclaim_sigterm()  # Prefect's flow engine took it over; a CLI run stops as on Ctrl-C
     try:
         with api_watch(execution), gpu_annotation(execution):
             yield started

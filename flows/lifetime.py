@@ -56,11 +56,25 @@ def child_processes() -> list[Any]:
         return []
 
 
+def is_resource_tracker(proc: Any) -> bool:
+    """Whether a process is a multiprocessing resource tracker (it must outlive its parent)."""
+    try:
+        return "multiprocessing.resource_tracker" in " ".join(proc.cmdline())
+    except Exception:  # noqa: BLE001 - gone or unreadable: not one to spare
+        return False
+
+
 def stop_child_processes(grace_s: float = 2.0, keep: set[int] | None = None) -> None:
-    """Terminate this process's descendants (except `keep`), then kill what is still alive."""
+    """Terminate this process's descendants (except `keep`), then kill what is still alive.
+
+    Resource trackers are spared: one ends by itself once its parent and the workers are
+    gone, unlinking the semaphores still registered; killed, it would leave them in /dev/shm.
+    """
     import psutil
 
-    victims = [p for p in child_processes() if p.pid not in (keep or set())]
+    victims = [
+        p for p in child_processes() if p.pid not in (keep or set()) and not is_resource_tracker(p)
+    ]
     for proc in victims:
         try:
             proc.terminate()

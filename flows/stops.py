@@ -12,13 +12,15 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flows.lifetime import stop_child_processes
 from flows.local_api import local_api_booting, local_api_pid
 
 API_POLL_S = 5.0
+TRACKER_WARNINGS = "ignore::UserWarning:multiprocessing.resource_tracker"
+RECORD_TIMEOUT_S = 5.0  # a lost or slow API must not hold the exit up longer than this
 
 
 @contextlib.contextmanager
@@ -46,18 +48,45 @@ def stop_on_signals(what: str = "run") -> Iterator[None]:
         api = local_api_pid()
         stop_child_processes(keep=set() if api is None else {api})
         if flow_run_id is not None:
-            marker = threading.Thread(target=_mark_stopped, args=(flow_run_id, name), daemon=True)
-            marker.start()
-            marker.join(timeout=5)  # a lost API must not hold the exit up
+            _bounded(_mark_stopped, flow_run_id, name)
         stop_child_processes()
         os._exit(128 + signum)
 
+    handler.stops_foldflow = True  # type: ignore[attr-defined] - see reclaim_sigterm
+    # The run's multiprocessing resource tracker outlives a stop and unlinks the semaphores the
+    # killed workers left (flows.lifetime spares it); its report of them is expected, not news.
+    # Set before the tracker starts, which reads warning filters from the environment.
+    os.environ["PYTHONWARNINGS"] = ",".join(
+        w for w in (os.environ.get("PYTHONWARNINGS"), TRACKER_WARNINGS) if w
+    )
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def reclaim_sigterm() -> None:
+    """Inside a flow run started by the CLI: SIGTERM stops it as Ctrl-C does.
+
+    Prefect's flow engine puts its own SIGTERM handler in place while a flow runs; it would
+    record the run as Crashed and leave the folds Running. Where `stop_on_signals` handles
+    Ctrl-C (a CLI run), its handler takes SIGTERM back; the engine restores the CLI's handler
+    when the flow ends. Elsewhere (a served run, whose runner cancels by SIGTERM) nothing
+    changes.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    if getattr(handler, "stops_foldflow", False):
+        with contextlib.suppress(ValueError):  # signals can be set in the main thread only
+            signal.signal(signal.SIGTERM, handler)
+
+
+def _bounded(work: Callable[..., None], *args: Any) -> None:
+    """Run `work` in a daemon thread and wait for it at most RECORD_TIMEOUT_S."""
+    thread = threading.Thread(target=work, args=args, daemon=True)
+    thread.start()
+    thread.join(timeout=RECORD_TIMEOUT_S)
 
 
 def _current_flow_run_id() -> Any:
@@ -69,10 +98,10 @@ def _current_flow_run_id() -> Any:
 
 
 def _mark_stopped(flow_run_id: Any, signal_name: str) -> None:
-    """Record in the API that the run was stopped: unfinished task runs Crashed, run Cancelled."""
+    """Record in the API that the run was stopped: it and its unfinished task runs Cancelled."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.states import Cancelled, Crashed
+    from prefect.states import Cancelled
 
     message = f"stopped by {signal_name}; rerun to resume (finished folds are reused)"
     try:
@@ -82,7 +111,7 @@ def _mark_stopped(flow_run_id: Any, signal_name: str) -> None:
             )
             for run in runs:
                 if run.state is not None and not run.state.is_final():
-                    client.set_task_run_state(run.id, Crashed(message=message), force=True)
+                    client.set_task_run_state(run.id, Cancelled(message=message), force=True)
             client.set_flow_run_state(flow_run_id, Cancelled(message=message), force=True)
     except Exception:  # noqa: BLE001 - best effort: the API may be gone
         pass

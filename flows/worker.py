@@ -8,6 +8,7 @@ A light module: the CLI imports it before Prefect's and TensorFlow's heavy impor
 from __future__ import annotations
 
 import os
+import signal
 
 from flows.lifetime import exit_with_parent, skip_teardown_at_exit
 
@@ -57,6 +58,9 @@ def init_fold_worker(threads: int | None = None, gpu: int | None = None) -> None
     configure_process()
     exit_with_parent()
     skip_teardown_at_exit()
+    # Ctrl-C reaches the whole process group: the main process stops the run (and this worker)
+    # and records its folds Cancelled; the worker's own handling would record them Crashed.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if threads is not None:
         warm_tensorflow(threads, gpu)
 

@@ -11,12 +11,14 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -98,19 +100,89 @@ def wait_gone(main_pid: int, marker: str, timeout: float) -> list[psutil.Process
     return left
 
 
+def semaphores_of(main_pid: int) -> set[str]:
+    """The POSIX semaphores (/dev/shm/sem.*) the run's processes have mapped right now."""
+    found = set()
+    try:
+        procs = [psutil.Process(main_pid), *psutil.Process(main_pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return found
+    for proc in procs:
+        try:
+            maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        except OSError:
+            continue
+        found.update(re.findall(r"(/dev/shm/sem\.\S+)", maps))
+    return found
+
+
+def states_in_local_api(home: Path) -> tuple[str, dict[str, str]]:
+    """The flow run's and its task runs' states, from the local API's database after the run."""
+    with sqlite3.connect(home / "prefect.db") as db:
+        ((flow_state,),) = db.execute("SELECT state_type FROM flow_run").fetchall()
+        tasks = dict(db.execute("SELECT name, state_type FROM task_run").fetchall())
+    return flow_state, tasks
+
+
+def states_in_server(api_url: str) -> tuple[str, dict[str, str]]:
+    """The latest flow run's and its task runs' states, as a real server records them."""
+    with httpx.Client(base_url=api_url, timeout=10) as client:
+        run = client.post("/flow_runs/filter", json={"sort": "START_TIME_DESC", "limit": 1})
+        flow_run = run.json()[0]
+        tasks = client.post(
+            "/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run["id"]]}}}
+        ).json()
+    return flow_run["state"]["type"], {t["name"]: t["state"]["type"] for t in tasks}
+
+
+@pytest.fixture(scope="module")
+def real_server(tmp_path_factory):
+    """A real `prefect server start` (its own home and database); yields its API URL."""
+    from tests.test_served import BIN, Launcher, free_port
+
+    launcher = Launcher(tmp_path_factory.mktemp("server"))
+    port = free_port()
+    try:
+        proc = launcher.start("server", [str(BIN / "prefect"), "server", "start", "--host",
+                                         "127.0.0.1", "--port", str(port)])  # fmt: skip
+        url = f"http://127.0.0.1:{port}/api"
+        deadline = time.monotonic() + 120
+        while not up(url):
+            if not proc.alive() or time.monotonic() > deadline:
+                pytest.fail(f"prefect server did not come up\n{proc.tail()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        launcher.stop_all()
+
+
+def up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 @pytest.mark.parametrize(
-    ("how", "code"),
-    [("group-sigint", 130), ("sigterm", 143)],
-    ids=["ctrl-c-to-the-process-group", "sigterm-to-the-main-process"],
-)
-def test_a_signal_stops_the_run_within_seconds(tmp_path, how, code):
+    ("how", "code", "api"),
+    [("group-sigint", 130, "local"), ("sigterm", 143, "local"), ("sigterm", 143, "server")],
+    ids=["ctrl-c-to-the-process-group", "sigterm-to-the-main-process",
+         "sigterm-with-a-real-server"],
+)  # fmt: skip
+def test_a_signal_stops_the_run_within_seconds_and_records_it_cancelled(
+    tmp_path, request, how, code, api
+):
     earlier = tmp_path / "out" / "metrics.json"
     earlier.parent.mkdir()
     earlier.write_text('{"earlier": true}\n')
-    proc = start_run(tmp_path)
+    api_url = request.getfixturevalue("real_server") if api == "server" else None
+    proc = start_run(tmp_path, env={"PREFECT_API_URL": api_url} if api_url else None)
     out = Output(proc)
     out.wait_for("epoch", timeout=180)  # a fold is training
-    assert len(workers_of(proc.pid)) >= 3  # API server, resource tracker, fold workers
+    time.sleep(2)  # the other fold too, on a busy machine
+    assert len(workers_of(proc.pid)) >= 2  # resource tracker, fold workers (, API server)
+    semaphores = semaphores_of(proc.pid)
+    assert semaphores  # the process pool's queues and locks
     sent = time.monotonic()
     if how == "group-sigint":
         os.killpg(proc.pid, signal.SIGINT)
@@ -122,6 +194,18 @@ def test_a_signal_stops_the_run_within_seconds(tmp_path, how, code):
     assert "Run the same command again to resume" in out.text
     assert wait_gone(proc.pid, str(tmp_path), timeout=10) == []
     assert earlier.read_text() == '{"earlier": true}\n'
+    assert "Traceback" not in out.text and "Warning" not in out.text, out.text[-3000:]
+    deadline = time.monotonic() + 10  # the resource tracker unlinks them as it ends
+    while (left := {s for s in semaphores if Path(s).exists()}) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left == set()
+    flow_state, tasks = (
+        states_in_server(api_url) if api_url else states_in_local_api(tmp_path / "home")
+    )
+    assert flow_state == "CANCELLED"
+    folds = {name: state for name, state in tasks.items() if name.startswith("fold-")}
+    assert folds and set(folds.values()) == {"CANCELLED"}, tasks
+    assert all(state in ("COMPLETED", "CANCELLED") for state in tasks.values()), tasks
 
 
 def test_sigkill_leaves_no_orphans(tmp_path):
