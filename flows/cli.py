@@ -33,8 +33,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     show_progress = sys.stderr.isatty() if args.progress is None else args.progress
     configure_process(quiet_console=show_progress)
     with stop_on_signals("run"), api_for_run(None if show_progress else say):
+        from flows.console import quiet_console
         from flows.execution import fold_execution
 
+        quiet_console(args.verbose)
         # The fold workers spawn and import TensorFlow (or this process imports it, when the
         # folds train here) while the API server boots; the flow's fan-out takes them over.
         with fold_execution(config):
@@ -42,9 +44,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             wait_for_api()
             if show_progress:
-                from flows.terminal import quiet_console_logs, run_with_progress
+                from flows.console import warnings_only
+                from flows.terminal import run_with_progress
 
-                quiet_console_logs()
+                warnings_only()
                 result = run_with_progress(
                     lambda: cross_validate(config), config.n_fold_tasks, config.model.epochs
                 )
@@ -102,7 +105,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     config = CompareConfig.model_validate(payload)
     with stop_on_signals("comparison"), api_for_run(say):
         from flows.compare_regularizers import compare_regularizers
+        from flows.console import quiet_console
 
+        quiet_console(args.verbose)
         wait_for_api()
         result = compare_regularizers(config)
     print(Path(result["paths"]["md"]).read_text())
@@ -117,8 +122,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     config = config_from_args(args, PREDICT_SECTIONS, PredictConfig)
     configure_process()
     with stop_on_signals("scoring"), api_for_run(say):
+        from flows.console import quiet_console
         from flows.predict import predict
 
+        quiet_console(args.verbose)
         wait_for_api()
         result = predict(config)
     for message in result["warnings"]:
@@ -181,6 +188,16 @@ def describe_error(err: BaseException) -> str:
     return text
 
 
+def add_verbose_option(parser: argparse.ArgumentParser) -> None:
+    """--verbose: the terminal shows tracebacks of expected errors too (the UI always has them)."""
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Prefect's tracebacks of expected errors (bad data, failed folds) on the "
+        "terminal too; the run's logs in the Prefect API always have them",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `foldflow` parser: its commands, each with the options of its config."""
     parser = argparse.ArgumentParser(prog="foldflow", description=__doc__)
@@ -192,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="progress bars instead of log lines (default: when stderr is a terminal)",
     )
+    add_verbose_option(run)
     run.set_defaults(func=cmd_run)
     inspect = sub.add_parser("inspect", help="print the inferred data spec as YAML; no training")
     add_config_options(inspect)
@@ -200,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--grid", help="YAML/JSON grid of named model changes")
     compare.add_argument("--baseline", help="grid entry to test against (default: l1-activity)")
     add_config_options(compare)
+    add_verbose_option(compare)
     compare.set_defaults(func=cmd_compare)
     serve = sub.add_parser("serve", help="serve a deployment of prefect.yaml on its schedule")
     serve.add_argument(
@@ -215,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     predict = sub.add_parser("predict", help="score new rows with a saved model bundle")
     add_config_options(predict, PREDICT_SECTIONS, "PredictConfig")
+    add_verbose_option(predict)
     predict.set_defaults(func=cmd_predict)
     return parser
 

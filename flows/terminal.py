@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-
-
-def quiet_console_logs() -> None:
-    """Keep Prefect's log lines for the UI and show only warnings in the terminal."""
-    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"  # worker processes
-    for logger in (logging.getLogger(), logging.getLogger("prefect")):
-        for handler in logger.handlers:
-            if type(handler).__name__ == "PrefectConsoleHandler":
-                handler.setLevel(logging.WARNING)
 
 
 def read_fold_progress(since: datetime) -> dict[str, float]:

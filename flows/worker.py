@@ -61,6 +61,9 @@ def init_fold_worker(threads: int | None = None, gpu: int | None = None) -> None
     # Ctrl-C reaches the whole process group: the main process stops the run (and this worker)
     # and records its folds Cancelled; the worker's own handling would record them Crashed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from flows.console import quiet_console  # Prefect is imported here already
+
+    quiet_console()
     if threads is not None:
         warm_tensorflow(threads, gpu)
 
