@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import logging
 import os
 import re
 import socket
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -123,6 +125,39 @@ def with_bad_byte(lines: list[str], line_no: int) -> tuple[bytes, int]:
     bad = lines[: line_no - 1] + [",".join(cells)] + lines[line_no:]
     body = ("\n".join(bad) + "\n").encode("utf-8", "surrogateescape")
     return body, body.index(b"\xe9")
+
+
+def records(n: int = 20) -> list[dict[str, str]]:
+    """The first n bundled rows as JSON records."""
+    return [dict(zip(COLUMNS, row.split(","))) for row in ROWS[:n]]
+
+
+def zipped(files: dict[str, bytes]) -> bytes:
+    """A zip archive holding `files`."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, blob in files.items():
+            archive.writestr(name, blob)
+    return buffer.getvalue()
+
+
+# What Excel writes (the parts a reader looks for first); no Excel writer is installed here.
+XLSX = zipped({
+    "[Content_Types].xml": b'<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats'
+                           b'.org/package/2006/content-types"/>',
+    "_rels/.rels": b"<Relationships/>",
+    "xl/workbook.xml": b"<workbook><sheets><sheet name='data' sheetId='1'/></sheets></workbook>",
+    "xl/worksheets/sheet1.xml": b"<worksheet><sheetData/></worksheet>",
+})  # fmt: skip
+XLS = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 504  # the compound-file header of .xls
+JSON_ARRAY = json.dumps(records()).encode()
+JSON_PRETTY = json.dumps(records(), indent=2).encode()
+JSON_LINES = "".join(json.dumps(r) + "\n" for r in records()).encode()
+UNSUPPORTED = ("unsupported format: {kind}; foldflow reads CSV (plain, gzip, zip) and Parquet",)
+
+
+def unsupported(kind: str, body: bytes, **kw: Any) -> Case:
+    return fail("clean", *(u.format(kind=kind) for u in UNSUPPORTED), body=body, **kw)
 
 
 SMALL = to_bytes(small())
@@ -441,6 +476,18 @@ CASES = [
             check=_constant_dropped,
         ),
         id="constant-column-dropped-with-warning",
+    ),
+    # --- formats foldflow does not read: named, not misread as CSV (issue 19) ---------------
+    pytest.param(unsupported("JSON", JSON_ARRAY), id="json-array"),
+    pytest.param(unsupported("JSON", JSON_PRETTY), id="json-pretty-printed"),
+    pytest.param(unsupported("JSON Lines", JSON_LINES), id="json-lines"),
+    pytest.param(unsupported("JSON Lines", gzip.compress(JSON_LINES)), id="json-lines-gzip"),
+    pytest.param(unsupported("JSON", zipped({"data.json": JSON_ARRAY})), id="json-in-a-zip"),
+    pytest.param(unsupported("Excel (xlsx)", XLSX), id="excel-xlsx"),
+    pytest.param(unsupported("Excel (xls)", XLS), id="excel-xls"),
+    pytest.param(
+        unsupported("JSON Lines", JSON_LINES, routes=http(Reply(body=JSON_LINES)), hits=1),
+        id="json-lines-over-http",
     ),
     # --- folds ---------------------------------------------------------------------------------
     pytest.param(
