@@ -310,6 +310,14 @@ def _corrupt_cache(how: Callable[[bytes], bytes]) -> Callable[[Ctx], None]:
     return prepare
 
 
+def _symlink_loop(ctx: Ctx) -> None:
+    """The source is one of two symbolic links that point at each other."""
+    source = Path(ctx.source)
+    source.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(source.with_name("other.csv"), source)
+    os.symlink(source, source.with_name("other.csv"))
+
+
 def _cache_rebuilt(ctx: Ctx) -> None:
     sha = hashlib.sha256(ctx.body or b"").hexdigest()
     path = cache_path(str(ctx.cache_dir), sha, DataSpec())
@@ -426,6 +434,10 @@ CASES = [
         ok(100, routes=http(Reply(body=gzip.compress(SMALL))), body=gzip.compress(SMALL),
            check=_stored_as_gzip),  # fmt: skip
         id="gzip-served-as-csv",
+    ),
+    pytest.param(
+        fail("download", "too many levels of symbolic links", prepare=_symlink_loop),
+        id="local-symlink-loop",
     ),
     # --- content (the rest are in test_dataspec.py and test_clean.py) -------------------------
     pytest.param(
@@ -626,6 +638,28 @@ def test_output_dir_that_is_a_file_fails_up_front(tmp_path: Path) -> None:
     assert "--output-dir" in message
     assert blocker.read_bytes() == b"a regular file, not a folder\n"
     assert sorted(os.listdir(tmp_path)) == ["blocker"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        pytest.param("bad.yaml", "folds: 3\nmodel: [epochs: 2\n", "line 3", id="yaml"),
+        pytest.param("bad.json", '{"folds": 3,\n "seed": }\n', "line 2", id="json"),
+    ],
+)
+def test_broken_config_file_names_the_file_and_line(
+    name: str, text: str, where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--config` with a syntax error: the one-line error names the file and the line."""
+    from flows.cli import main
+
+    path = tmp_path / name
+    path.write_text(text)
+    assert main(["run", "--config", str(path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("foldflow: error: ") and len(err.splitlines()) == 1, err
+    assert str(path) in err and where in err, err
+    assert "<unicode string>" not in err, err
 
 
 # --- the out-of-fold table: synthetic fold results on real cleaned data ----------------------
