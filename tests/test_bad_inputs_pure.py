@@ -39,8 +39,9 @@ import pytest
 
 import tasks.outputs
 from flows.fetch import fetch_source
+from tasks.bundle import output_bytes
 from tasks.clean import CLEAN_VERSION, CleanedData, cache_path, clean_to_parquet
-from tasks.config import BUNDLED_DATA, CVConfig, DownloadConfig
+from tasks.config import BUNDLED_DATA, CVConfig, DownloadConfig, ModelConfig
 from tasks.data.spec import DataSpec
 from tasks.errors import (
     DataValidationError,
@@ -52,7 +53,7 @@ from tasks.fit import FoldResult
 from tasks.folds import FoldSpec, plan_folds, split_folds
 from tasks.join import METRICS_JSON, OOF_CSV, OOF_PARQUET, join_out_of_fold
 from tasks.metrics import FoldRun, RunInfo
-from tasks.outputs import check_output_dir
+from tasks.outputs import OutputSpaceError, check_cache_dir, check_free_space, check_output_dir
 from tasks.redact import redact_source
 from tests.loopback_http import Reply, serve
 
@@ -517,6 +518,14 @@ CASES = [
         id="class-too-rare-for-stratified",
     ),
     pytest.param(
+        ok(
+            100,
+            body=to_bytes([HEADER, set_field(ROWS[0], "product", "z"), *ROWS[1:100]]),
+            warns=("class 'z' is only in the test rows of fold-", "--splitter stratified"),
+        ),
+        id="one-row-class-under-plain-kfold-warned",
+    ),
+    pytest.param(
         fail(
             "plan-folds",
             "group column 'household' has 3 distinct group(s)",
@@ -662,6 +671,21 @@ def test_broken_config_file_names_the_file_and_line(
     assert "<unicode string>" not in err, err
 
 
+@pytest.mark.parametrize("store", ["folds", "cleaned", "downloads"])
+def test_unwritable_store_in_a_writable_cache_fails_up_front(tmp_path: Path, store: str) -> None:
+    """The cache folder is fine but one of its stores is a regular file (tests run as root:
+    chmod would not stop them; a read-only mount fails the same probe): refused, naming it."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / store).write_bytes(b"a regular file, not a folder\n")
+    with pytest.raises(PermanentError) as excinfo:
+        check_cache_dir.fn(str(cache))
+    message = str(excinfo.value)
+    assert f"cache folder {cache.resolve() / store} is not writable" in message, message
+    assert "--cache-dir" in message
+    assert (cache / store).read_bytes() == b"a regular file, not a folder\n"
+
+
 # --- the out-of-fold table: synthetic fold results on real cleaned data ----------------------
 
 
@@ -718,6 +742,46 @@ def test_ids_beyond_float_and_int64_reach_the_oof_table_exactly(tmp_path: Path) 
     written = sorted(line.split(",")[0] for line in lines[1:])
     assert sorted(table["customer"].astype(str).tolist()) == written
     assert len(table) == 40
+
+
+# --- a full disk (issue 19) -----------------------------------------------------------------
+
+
+def test_free_space_check_refuses_outputs_that_cannot_fit(tmp_path: Path) -> None:
+    """The check is a pure function of the folder, the bytes needed and the bytes free."""
+    check_free_space(tmp_path, 10**6, 10**6)  # exactly fits
+    with pytest.raises(OutputSpaceError) as excinfo:
+        check_free_space(tmp_path, 3_500_000_000, 1_200_000_000)
+    message = str(excinfo.value)
+    assert f"output folder {tmp_path}" in message and "--output-dir" in message
+    assert "1.2 GB (1200000000 bytes) free" in message and "3.5 GB (3500000000 bytes)" in message
+
+
+def test_output_estimate_covers_what_the_join_writes(join_inputs: JoinInputs) -> None:
+    """The estimate is no smaller than the real OOF files of the bundled data (no models)."""
+    j = join_inputs
+    written = sum(len(blob) for blob in j.outputs.values())
+    estimate = output_bytes(j.data, ModelConfig(hidden_units=[1]), n_models=0)
+    assert written <= estimate <= 10 * written + 2 * 1024 * 1024
+
+
+def test_full_disk_while_writing_outputs_names_the_folder(
+    tmp_path: Path, join_inputs: JoinInputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC in pyarrow's writer: an error naming the folder and files, no library chain."""
+    j = join_inputs
+    out = tmp_path / "out"
+    j.seed(out)
+    with monkeypatch.context() as patch:
+        _crash_to_parquet(patch)
+        with pytest.raises(OutputSpaceError) as excinfo:
+            join_out_of_fold.fn(j.data, j.folds, j.results, str(out), RunInfo(name="full"))
+    message = str(excinfo.value)
+    assert f"in {out}" in message and OOF_PARQUET in message, message
+    assert "No space left on device" in message and "bytes) free" in message, message
+    assert excinfo.value.__suppress_context__ and excinfo.value.__cause__ is None
+    assert sorted(os.listdir(out)) == sorted(OUTPUTS), "temporary files left behind"
+    assert all((out / n).read_bytes() == blob for n, blob in j.outputs.items())
 
 
 # --- a crash while writing the outputs ------------------------------------------------------
