@@ -784,6 +784,28 @@ def test_full_disk_while_writing_outputs_names_the_folder(
     assert all((out / n).read_bytes() == blob for n, blob in j.outputs.items())
 
 
+def test_integer_ids_beyond_int64_keep_numeric_order(tmp_path: Path) -> None:
+    """One id above int64 makes the id column text; the OOF table still sorts by the integer."""
+    lines = user_table(
+        40, customer=lambda i: str(2**64 + i) if i == 7 else str(10 ** (i % 6) + i),
+        y=lambda i: "ab"[i % 2],
+    )  # fmt: skip
+    source = tmp_path / "ids.csv"
+    source.write_bytes(to_bytes(lines))
+    out = run_steps(step_config(str(source), tmp_path, **USER))
+    assert out.error is None and out.data is not None and out.folds is not None
+    assert out.data.spec.id_dtype == "string"  # text, so the order is ours to get right
+    join_out_of_fold.fn(
+        out.data, out.folds, synthetic_results(out.data, out.folds), str(tmp_path / "out")
+    )
+    for written in (
+        pd.read_parquet(tmp_path / "out" / OOF_PARQUET)["customer"].tolist(),
+        pd.read_csv(tmp_path / "out" / OOF_CSV, dtype=str)["customer"].tolist(),
+    ):
+        ids = [int(v) for v in written]
+        assert ids == sorted(ids) and len(ids) == 40 and ids[-1] == 2**64 + 7
+
+
 # --- a crash while writing the outputs ------------------------------------------------------
 
 
