@@ -333,6 +333,12 @@ def _constant_dropped(ctx: Ctx) -> None:
     assert "age" in ctx.out.data.spec.dropped and "age" not in ctx.out.data.features
 
 
+def _dates_dropped(ctx: Ctx) -> None:
+    assert ctx.out.data is not None
+    assert ctx.out.data.spec.dropped["region"].startswith("dates")
+    assert not [f for f in ctx.out.data.features if f.startswith("region")]
+
+
 def _stored_as_gzip(ctx: Ctx) -> None:
     """Served as CSV, stored by its content: the cleaner then reads it decompressed."""
     assert [p.name for p in (ctx.cache_dir / "downloads").iterdir()] == [
@@ -501,6 +507,27 @@ CASES = [
     pytest.param(
         unsupported("JSON Lines", JSON_LINES, routes=http(Reply(body=JSON_LINES)), hits=1),
         id="json-lines-over-http",
+    ),
+    pytest.param(
+        ok(
+            40,
+            body=to_bytes(user_table(region=lambda i: f"2023-{i % 12 + 1:02d}-{i % 28 + 1:02d} "
+                                                      f"10:{i:02d}:00")),  # fmt: skip
+            warns=("dropping column 'region': it holds dates (e.g. '2023-01-01 10:00:00')",),
+            config=USER,
+            check=_dates_dropped,
+        ),
+        id="datetime-column-dropped-as-a-date",
+    ),
+    pytest.param(
+        ok(
+            40,
+            body=to_bytes(user_table(region=lambda i: f"{i % 3 + 1}/{i % 5 + 10}/2024")),
+            warns=("dropping column 'region': it holds dates",),
+            config=USER,
+            check=_dates_dropped,
+        ),
+        id="few-distinct-dates-dropped-as-a-date",
     ),
     # --- folds ---------------------------------------------------------------------------------
     pytest.param(
