@@ -833,6 +833,28 @@ def test_integer_ids_beyond_int64_keep_numeric_order(tmp_path: Path) -> None:
         assert ids == sorted(ids) and len(ids) == 40 and ids[-1] == 2**64 + 7
 
 
+def test_predict_warns_of_target_classes_the_model_never_saw(tmp_path: Path) -> None:
+    """New rows whose target holds a class not in training: warned, naming class and count."""
+    from tasks.bundle import Bundle
+    from tasks.predict import read_new_rows
+
+    train = tmp_path / "train.csv"
+    train.write_bytes(to_bytes(user_table(40, y=lambda i: "ab"[i % 2])))
+    out = run_steps(step_config(str(train), tmp_path, **USER))
+    assert out.data is not None, out.error
+    declared = DataSpec.model_validate(USER["data"])
+    spec_doc = {"spec": out.data.spec.to_dict(), "data": declared.model_dump(mode="json")}
+    bundle = Bundle(str(tmp_path / "model"), {}, spec_doc)  # no models: none are needed to read
+    new = tmp_path / "new.csv"
+    new.write_bytes(to_bytes(user_table(12, y=lambda i: "abcaac"[i % 6] if i < 11 else "")))
+    rows = read_new_rows.fn(str(new), "new.csv", bundle)
+    unseen = [w for w in rows.warnings if "never saw" in w]
+    assert unseen == [
+        "new.csv: target column 'y' holds 3 row(s) of class(es) the model never saw, "
+        "which count as wrong: 'c' (3 rows)"
+    ], rows.warnings
+
+
 # --- a crash while writing the outputs ------------------------------------------------------
 
 
