@@ -855,6 +855,41 @@ def test_predict_warns_of_target_classes_the_model_never_saw(tmp_path: Path) -> 
     ], rows.warnings
 
 
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 64 KiB filesystem (tmpfs); skipped where this process may not mount one."""
+    import subprocess
+
+    disk = tmp_path / "tiny"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_real_full_disk_is_refused_up_front_and_named_when_writing(
+    tiny_disk: Path, join_inputs: JoinInputs
+) -> None:
+    """On a real 64 KiB disk: the flow's up-front check refuses the bundled data's outputs, and
+    writing them anyway fails with ENOSPC from pyarrow, named, leaving no file behind."""
+    j = join_inputs
+    needed = output_bytes(j.data, ModelConfig(), n_models=5)
+    with pytest.raises(OutputSpaceError, match=f"output folder {tiny_disk} has"):
+        check_output_dir.fn(str(tiny_disk), needed)
+    with pytest.raises(OutputSpaceError) as excinfo:
+        join_out_of_fold.fn(j.data, j.folds, j.results, str(tiny_disk), RunInfo(name="full"))
+    message = str(excinfo.value)
+    assert f"in {tiny_disk}" in message and OOF_PARQUET in message, message
+    assert "No space left on device" in message, message
+    assert os.listdir(tiny_disk) == [], "a half-written file was left behind"
+
+
 # --- a crash while writing the outputs ------------------------------------------------------
 
 
