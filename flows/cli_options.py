@@ -14,6 +14,7 @@ from pydantic.fields import FieldInfo
 
 from tasks.config import CVConfig, DownloadConfig, ExecutionConfig, ModelConfig, PredictConfig
 from tasks.data.spec import DataSpec
+from tasks.errors import PermanentError
 
 # Where each config section's fields land on the command line: (section, model, option prefix).
 # Top-level scalar fields of CVConfig have section None. Every option is derived from a field:
@@ -116,13 +117,40 @@ def _gpus(text: str | None) -> list[int] | None:
     return parse_gpus(text)
 
 
-def load_file(path: str) -> dict[str, Any]:
+class ConfigFileError(PermanentError):
+    """A config or grid file that cannot be parsed: the error names the file and the line."""
+
+
+def load_file(path: str) -> Any:
+    """A YAML (.yaml/.yml) or JSON file's content; a syntax error names the file and line."""
     text = Path(path).read_text()
     if path.endswith((".yaml", ".yml")):
         import yaml
 
-        return yaml.safe_load(text) or {}
-    return json.loads(text)
+        try:
+            return yaml.safe_load(text) or {}
+        except yaml.MarkedYAMLError as err:
+            raise ConfigFileError(f"{path}: not valid YAML: {_yaml_problem(err)}") from None
+        except yaml.YAMLError as err:
+            raise ConfigFileError(f"{path}: not valid YAML: {err}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigFileError(
+            f"{path}: not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}"
+        ) from None
+
+
+def _yaml_problem(err: Any) -> str:
+    """PyYAML's problem and context on one line, with 1-based lines (it counts from 0)."""
+
+    def at(mark: Any) -> str:
+        return f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+
+    text = f"{err.problem or 'syntax error'}{at(err.problem_mark)}"
+    if err.context:
+        text += f" ({err.context}{at(err.context_mark)})"
+    return text
 
 
 def config_from_args(

@@ -9,7 +9,7 @@ from prefect.states import Failed, State
 from flows.execution import collect_outcomes, fold_execution, fold_task
 from flows.fetch import fetch_source
 from flows.naming import short_run_id, tag_flow_run
-from tasks.bundle import write_model_bundle
+from tasks.bundle import output_bytes, write_model_bundle
 from tasks.clean import CleanedData, clean_to_parquet
 from tasks.config import CVConfig
 from tasks.errors import FoldFailedError
@@ -50,7 +50,10 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
                       f"model-{config.model.label()}"])  # fmt: skip
         folds = plan_folds(data, config.folds, config.shuffle, config.seed, config.splitter,
                            config.repeats, redact_source(config.source))  # fmt: skip
-        output_dir = check_output_dir(config.output_dir)
+        n_models = len(folds) + int(config.refit)
+        output_dir = check_output_dir(
+            config.output_dir, output_bytes(data, config.model, n_models, config.repeats)
+        )
 
         # Fan-out: one task run per fold, and one more on every row for the refit.
         train = fold_task(config)

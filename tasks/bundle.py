@@ -34,7 +34,8 @@ from tasks.data.spec import DataSpec, ResolvedSpec
 from tasks.errors import PermanentError
 from tasks.logs import run_logger
 from tasks.metrics import RunMetrics
-from tasks.outputs import current_umask, set_normal_mode
+from tasks.model import count_parameters
+from tasks.outputs import current_umask, full_disk_named, set_normal_mode
 from tasks.train import FoldResult
 
 BUNDLE_DIR = "model"
@@ -105,6 +106,27 @@ def bundle_files(
     return files
 
 
+# Sizing the outputs before any fold trains (an over-estimate: refusing a run that would have
+# fitted is cheaper than failing one after every fold trained). A .keras file holds the float32
+# weights and the optimizer's slots (Adam: two per weight), its config and metadata (~30 KB).
+KERAS_BYTES_PER_PARAMETER = 3 * 4
+KERAS_FILE_OVERHEAD = 64 * 1024
+OOF_BYTES_PER_CELL = 8 + 24  # Parquet: at most a float64; CSV: a float's shortest repr, a comma
+PICTURES_BYTES = 2 * 1024 * 1024  # learning curves and confusion matrix / scatter PNGs
+
+
+def output_bytes(data: CleanedData, model: ModelConfig, n_models: int, repeats: int = 1) -> int:
+    """About how many bytes a run writes into its output folder: OOF table, bundle, pictures."""
+    n_outputs = len(data.classes) or 1
+    columns = 5 + len(data.classes)  # key, fold, target, predicted, correct|residual, p_<class>
+    table = data.n_rows * columns * OOF_BYTES_PER_CELL
+    if repeats > 1:
+        table += data.n_rows * repeats * (columns + 1) * 8  # the by-repeat Parquet
+    parameters = count_parameters(len(data.features), n_outputs, list(model.hidden_units))
+    bundle = n_models * (parameters * KERAS_BYTES_PER_PARAMETER + KERAS_FILE_OVERHEAD)
+    return int(table + bundle + PICTURES_BYTES)
+
+
 def _replace_folder(staged: Path, final: Path) -> None:
     """Put a complete staged folder in place; the old folder is removed only after the swap."""
     old = None
@@ -171,9 +193,10 @@ def write_model_bundle(
     final.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{BUNDLE_DIR}.", suffix=".tmp"))
     try:
-        for name, blob in files.items():
-            (staged / name).write_bytes(blob)
-            set_normal_mode(staged / name)
+        with full_disk_named(final.parent, f"the model bundle {BUNDLE_DIR}/"):
+            for name, blob in files.items():
+                (staged / name).write_bytes(blob)
+                set_normal_mode(staged / name)
         os.chmod(staged, 0o777 & ~current_umask())  # mkdtemp makes it owner-only
         _replace_folder(staged, final)
     finally:

@@ -28,7 +28,8 @@ from tasks.outputs import write_atomic
 # Bump when the validation or the cached table's layout changes: every cache is then rebuilt.
 # clean-v2: a typed table per (content, DataSpec); preprocessing moved into the fold tasks.
 # clean-v3: undeclared text that is nearly all distinct is dropped at any number of levels.
-CLEAN_VERSION = "clean-v3"
+# clean-v4: undeclared date columns are dropped (as dates), not typed as categories or text.
+CLEAN_VERSION = "clean-v4"
 METADATA_KEY = b"foldflow"
 
 

@@ -96,8 +96,14 @@ def _local_path(source: str) -> str | None:
 
 def _use_local(shown: str, path: str, expected: str | None, max_bytes: int) -> RawData:
     """Hash a local file in place: copying it would only waste disk and time."""
-    if not os.path.exists(path):
-        raise DownloadError(f"{shown}: local file {path} does not exist")
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise DownloadError(f"{shown}: local file {path} does not exist") from None
+    except OSError as err:  # a symlink loop (ELOOP), a name too long, no permission ...
+        raise DownloadError(
+            f"{shown}: local file {path}: {(err.strerror or str(err)).lower()}"
+        ) from None
     if not os.path.isfile(path):
         raise DownloadError(f"{shown}: {path} is not a regular file")
     size = os.path.getsize(path)

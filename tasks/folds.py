@@ -12,6 +12,7 @@ from prefect import task
 from tasks.clean import CleanedData
 from tasks.config import stable_hash
 from tasks.errors import DataValidationError
+from tasks.logs import run_logger
 
 Splitter = Literal["kfold", "stratified", "group", "repeated"]
 
@@ -189,6 +190,29 @@ def check_groups_intact(
         )
 
 
+def classes_unseen_in_training(
+    folds: list[FoldSpec], labels: np.ndarray
+) -> list[tuple[str, str, int]]:
+    """(class, fold label, test rows) for each class a fold tests but never trains on."""
+    found = []
+    for fold in folds:
+        seen = set(np.unique(labels[fold.train_positions()]).tolist())
+        tested, counts = np.unique(labels[fold.test_positions], return_counts=True)
+        found += [(str(c), fold.label, int(n)) for c, n in zip(tested, counts) if c not in seen]
+    return found
+
+
+def warn_unseen_classes(folds: list[FoldSpec], labels: np.ndarray, where: str) -> None:
+    """A fold's model scores a class it never saw as some other class: say so, and what helps."""
+    for cls, label, n in classes_unseen_in_training(folds, labels):
+        run_logger().warning(
+            "%s: class %r is only in the test rows of %s (%d row(s)), so %s's model never saw it "
+            "in training and scores it as another class; use --splitter stratified (every class "
+            "needs at least %d rows) or drop the class's rows",
+            where, cls, label, n, label, folds[0].n_folds,
+        )  # fmt: skip
+
+
 @task(name="plan-folds", task_run_name="plan-folds")
 def plan_folds(
     data: CleanedData,
@@ -201,7 +225,7 @@ def plan_folds(
 ) -> list[FoldSpec]:
     """Compute the split once so folds are identical across runs, runners and configs."""
     spec = data.spec
-    needs_labels = splitter == "stratified" or (splitter == "repeated" and spec.classes)
+    needs_labels = splitter == "stratified" or bool(spec.classes)  # classes: checked below
     columns = [spec.target] if needs_labels else []
     if splitter == "group" and spec.group_column:
         columns.append(spec.group_column)
@@ -218,9 +242,12 @@ def plan_folds(
         else None
     )
     try:
-        return split_folds(
+        folds = split_folds(
             data.n_rows, n_folds, shuffle, seed, labels, splitter, groups, repeats,
             spec.group_column or "group",
         )  # fmt: skip
     except DataValidationError as err:
         raise DataValidationError(f"{source or data.path}: {err}") from err
+    if labels is not None:
+        warn_unseen_classes(folds, labels, source or data.path)
+    return folds

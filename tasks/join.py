@@ -125,7 +125,14 @@ def build_oof_table(
             table[f"p_{cls}"] = probs[:, j]
     if not done.all():
         table["missing"] = ~done
-    return table.sort_values(spec.key, kind="stable").reset_index(drop=True)
+    return table.sort_values(spec.key, kind="stable", key=exact_integers).reset_index(drop=True)
+
+
+def exact_integers(keys: pd.Series) -> pd.Series:
+    """Sort integer ids stored as text (beyond int64) by their value, not as 10 < 100 < 9."""
+    if keys.dtype == "int64" or not bool(keys.str.fullmatch(r"[+-]?\d+").all()):
+        return keys
+    return pd.Series([int(v) for v in keys], index=keys.index, dtype=object)
 
 
 def pool_repeats(tables: list[pd.DataFrame], spec: ResolvedSpec) -> pd.DataFrame:

@@ -76,6 +76,12 @@ def build_model(
     return model
 
 
+def count_parameters(n_features: int, n_outputs: int, hidden_units: list[int]) -> int:
+    """The network's weights and biases, counted without building it (to size its files)."""
+    widths = [n_features, *hidden_units, n_outputs]
+    return sum(a * b + b for a, b in zip(widths, widths[1:]))
+
+
 def model_to_bytes(net: Any) -> bytes:
     """The network as a .keras file's bytes (weights + architecture, no pickles), to persist."""
     with tempfile.TemporaryDirectory(prefix="foldflow-model-") as folder:

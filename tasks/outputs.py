@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -14,6 +15,56 @@ from urllib.request import url2pathname
 from prefect import task
 
 from tasks.errors import PermanentError
+
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)  # no space left, disk quota exceeded
+
+
+# The cache's stores, each probed up front: fetch's downloads, clean's typed tables, and the
+# fold results Prefect persists (tasks.train.fold_results_storage); a store Prefect cannot
+# write would otherwise only log tracebacks while committing each fold.
+CACHE_STORES = ("downloads", "cleaned", "folds")
+
+
+class OutputSpaceError(PermanentError, OSError):
+    """The outputs do not fit on their disk (found up front, or when a write ran out of space)."""
+
+
+def size_text(n_bytes: float) -> str:
+    """Bytes as a person reads them, with the exact count: '1.5 GB (1500000000 bytes)'."""
+    value, unit = float(n_bytes), "bytes"
+    for name in ("KB", "MB", "GB", "TB"):
+        if value < 1000:
+            break
+        value, unit = value / 1000, name
+    return f"{n_bytes} bytes" if unit == "bytes" else f"{value:.1f} {unit} ({n_bytes} bytes)"
+
+
+def check_free_space(folder: Path, needed: int, free: int) -> None:
+    """Refuse a run whose outputs cannot fit, before any fold trains on (pure: testable)."""
+    if needed > free:
+        raise OutputSpaceError(
+            f"output folder {folder} has {size_text(free)} free, but this run's outputs (the "
+            f"out-of-fold table and the model bundle) need about {size_text(needed)}; free some "
+            "space or choose another folder with --output-dir"
+        )
+
+
+@contextmanager
+def full_disk_named(folder: Path, what: str) -> Iterator[None]:
+    """A write that runs out of space names its folder and files (the OS error names neither)."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in FULL_DISK or isinstance(err, OutputSpaceError):
+            raise
+        try:
+            free = f"; {size_text(shutil.disk_usage(folder).free)} free"
+        except OSError:
+            free = ""
+        raise OutputSpaceError(
+            f"no space left on device writing {what} in {folder} ({err.strerror}{free}); "
+            "nothing was half-written, the earlier files are unchanged"
+        ) from None
 
 
 def _umask_by_swapping() -> int:
@@ -74,8 +125,10 @@ def staged_files(*paths: Path) -> Iterator[list[Path]]:
     """
     temps = [temp_sibling(p) for p in paths]
     replaced: list[tuple[Path, Path | None]] = []
+    what = ", ".join(p.name for p in paths)
     try:
-        yield temps
+        with full_disk_named(paths[0].parent, what):
+            yield temps
         for tmp in temps:
             set_normal_mode(tmp)
         for tmp, final in zip(temps, paths):
@@ -120,8 +173,8 @@ def _local_dir(folder: str) -> Path | None:
 
 
 @task(name="check-output-dir", task_run_name="check-output-dir")
-def check_output_dir(output_dir: str) -> str:
-    """Fail before any training if results could not be written."""
+def check_output_dir(output_dir: str, needed_bytes: int = 0) -> str:
+    """Fail before any training if results could not be written, or would not fit."""
     path = Path(output_dir).expanduser().resolve()
     try:
         _probe_writable(path)
@@ -130,6 +183,7 @@ def check_output_dir(output_dir: str) -> str:
             f"output folder {path} is not writable ({err.strerror or err}); "
             "choose another with --output-dir"
         ) from err
+    check_free_space(path, needed_bytes, shutil.disk_usage(path).free)
     return str(path)
 
 
@@ -143,12 +197,14 @@ def check_cache_dir(cache_dir: str) -> str:
     path = _local_dir(cache_dir)
     if path is None:
         return cache_dir
-    try:
-        _probe_writable(path)
-    except OSError as err:
-        raise PermanentError(
-            f"cache folder {path} is not writable ({err.strerror or err}), so downloads, "
-            "cleaned data and fold results would not be saved or reused; "
-            "choose another with --cache-dir"
-        ) from err
+    stores = [path / store for store in CACHE_STORES if os.path.lexists(path / store)]
+    for folder in (path, *stores):  # a store not made yet is made in the writable cache
+        try:
+            _probe_writable(folder)
+        except OSError as err:
+            raise PermanentError(
+                f"cache folder {folder} is not writable ({err.strerror or err}), so downloads, "
+                "cleaned data and fold results would not be saved or reused; "
+                "choose another with --cache-dir"
+            ) from err
     return str(path)

@@ -82,11 +82,26 @@ def read_new_rows(path: str, label: str, bundle: Bundle) -> NewRows:
             kind = "Float64" if spec.task == "regression" else "string"
             truth = pd.Series(pd.NA, index=range(len(frame)), dtype=kind)
             truth[np.flatnonzero(given.notna().to_numpy())] = labelled.to_numpy()
+    if truth is not None and spec.task == "classification":
+        warnings += unseen_classes(truth, spec, label)
     table = typed_table(frame.assign(**{spec.target: PLACEHOLDER_TARGET}), scoring, label)
     for message in warnings:
         logger.warning(message)
     logger.info("Read %d rows to score from %s", len(table), label)
     return NewRows(table=table, truth=truth, warnings=warnings)
+
+
+def unseen_classes(truth: pd.Series, spec: ResolvedSpec, label: str) -> list[str]:
+    """A warning naming the given targets' classes the model never saw, and their rows."""
+    given = truth.dropna()
+    counts = given[~given.isin(spec.classes)].value_counts().sort_index()
+    if not len(counts):
+        return []
+    shown = ", ".join(f"{cls!r} ({n} rows)" for cls, n in counts.items())
+    return [
+        f"{label}: target column {spec.target!r} holds {int(counts.sum())} row(s) of class(es) "
+        f"the model never saw, which count as wrong: {shown}"
+    ]
 
 
 def _check_unseen(table: pd.DataFrame, spec: ResolvedSpec, params: dict[str, Any]) -> list[str]:

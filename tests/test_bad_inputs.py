@@ -16,6 +16,9 @@ Each case checks that
 from __future__ import annotations
 
 import hashlib
+import math
+import shutil
+import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -118,6 +121,7 @@ class Case:
     expect: fragments the error must contain; {source}, {cache} and {output} are filled in.
     hits: how many requests the server must have seen (retries included).
     env: environment variables for the run (FOLDFLOW_FAIL_FOLDS).
+    config: config fields the case changes.
     """
 
     failed_task: str
@@ -128,6 +132,7 @@ class Case:
     hits: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     prepare: Callable[[Ctx], None] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 def http(reply: Reply) -> Callable[[], dict[str, Any]]:
@@ -147,6 +152,21 @@ def _blocked_by_a_file(folder: str) -> Callable[[Ctx], None]:
     return prepare
 
 
+def _fold_store_a_file(ctx: Ctx) -> None:
+    """A writable cache whose fold store cannot be written (a file where the folder would be)."""
+    store = ctx.cache_dir / "folds"
+    store.parent.mkdir(parents=True)
+    store.write_bytes(b"a regular file, not a folder\n")
+    ctx.guarded[store] = store.read_bytes()
+
+
+def wider_than_the_disk() -> list[int]:
+    """Two hidden layers so wide that the 2 fold models' files (float32 weights and Adam's two
+    slots each) would need four times the disk the tests' temporary folder has free."""
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    return [math.isqrt(4 * free // (2 * 12)) + 1] * 2
+
+
 CASES = [
     pytest.param(
         Case(
@@ -156,6 +176,15 @@ CASES = [
             prepare=_blocked_by_a_file("cache_dir"),
         ),
         id="cache-dir-under-a-file",
+    ),
+    pytest.param(
+        Case(
+            "check-cache-dir",
+            ("cache folder {cache}/folds", "is not writable", "--cache-dir"),
+            body=SMALL,
+            prepare=_fold_store_a_file,
+        ),
+        id="fold-store-not-writable",
     ),
     pytest.param(
         Case(
@@ -189,6 +218,15 @@ CASES = [
             prepare=_blocked_by_a_file("output_dir"),
         ),
         id="output-dir-under-a-file",
+    ),
+    pytest.param(
+        Case(
+            "check-output-dir",
+            ("output folder {output}", "bytes) free", "model bundle", "--output-dir"),
+            body=SMALL,
+            config={"model": ModelConfig(epochs=2, hidden_units=wider_than_the_disk())},
+        ),
+        id="outputs-larger-than-the-free-disk",
     ),
     pytest.param(
         Case(
@@ -247,7 +285,7 @@ def _run_case(case: Case, ctx: Ctx) -> int | None:
             ctx.source = f"{base}{ROUTE}"
         if case.prepare is not None:
             case.prepare(ctx)
-        config = flow_config(ctx.source, ctx.tmp).model_copy(
+        config = flow_config(ctx.source, ctx.tmp, **case.config).model_copy(
             update={"output_dir": str(ctx.output_dir), "cache_dir": str(ctx.cache_dir)}
         )
         ctx.state = cross_validate(config, return_state=True)

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import logging
 import os
 import re
 import socket
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -37,8 +39,9 @@ import pytest
 
 import tasks.outputs
 from flows.fetch import fetch_source
+from tasks.bundle import output_bytes
 from tasks.clean import CLEAN_VERSION, CleanedData, cache_path, clean_to_parquet
-from tasks.config import BUNDLED_DATA, CVConfig, DownloadConfig
+from tasks.config import BUNDLED_DATA, CVConfig, DownloadConfig, ModelConfig
 from tasks.data.spec import DataSpec
 from tasks.errors import (
     DataValidationError,
@@ -50,7 +53,7 @@ from tasks.fit import FoldResult
 from tasks.folds import FoldSpec, plan_folds, split_folds
 from tasks.join import METRICS_JSON, OOF_CSV, OOF_PARQUET, join_out_of_fold
 from tasks.metrics import FoldRun, RunInfo
-from tasks.outputs import check_output_dir
+from tasks.outputs import OutputSpaceError, check_cache_dir, check_free_space, check_output_dir
 from tasks.redact import redact_source
 from tests.loopback_http import Reply, serve
 
@@ -123,6 +126,39 @@ def with_bad_byte(lines: list[str], line_no: int) -> tuple[bytes, int]:
     bad = lines[: line_no - 1] + [",".join(cells)] + lines[line_no:]
     body = ("\n".join(bad) + "\n").encode("utf-8", "surrogateescape")
     return body, body.index(b"\xe9")
+
+
+def records(n: int = 20) -> list[dict[str, str]]:
+    """The first n bundled rows as JSON records."""
+    return [dict(zip(COLUMNS, row.split(","))) for row in ROWS[:n]]
+
+
+def zipped(files: dict[str, bytes]) -> bytes:
+    """A zip archive holding `files`."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, blob in files.items():
+            archive.writestr(name, blob)
+    return buffer.getvalue()
+
+
+# What Excel writes (the parts a reader looks for first); no Excel writer is installed here.
+XLSX = zipped({
+    "[Content_Types].xml": b'<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats'
+                           b'.org/package/2006/content-types"/>',
+    "_rels/.rels": b"<Relationships/>",
+    "xl/workbook.xml": b"<workbook><sheets><sheet name='data' sheetId='1'/></sheets></workbook>",
+    "xl/worksheets/sheet1.xml": b"<worksheet><sheetData/></worksheet>",
+})  # fmt: skip
+XLS = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 504  # the compound-file header of .xls
+JSON_ARRAY = json.dumps(records()).encode()
+JSON_PRETTY = json.dumps(records(), indent=2).encode()
+JSON_LINES = "".join(json.dumps(r) + "\n" for r in records()).encode()
+UNSUPPORTED = ("unsupported format: {kind}; foldflow reads CSV (plain, gzip, zip) and Parquet",)
+
+
+def unsupported(kind: str, body: bytes, **kw: Any) -> Case:
+    return fail("clean", *(u.format(kind=kind) for u in UNSUPPORTED), body=body, **kw)
 
 
 SMALL = to_bytes(small())
@@ -275,6 +311,14 @@ def _corrupt_cache(how: Callable[[bytes], bytes]) -> Callable[[Ctx], None]:
     return prepare
 
 
+def _symlink_loop(ctx: Ctx) -> None:
+    """The source is one of two symbolic links that point at each other."""
+    source = Path(ctx.source)
+    source.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(source.with_name("other.csv"), source)
+    os.symlink(source, source.with_name("other.csv"))
+
+
 def _cache_rebuilt(ctx: Ctx) -> None:
     sha = hashlib.sha256(ctx.body or b"").hexdigest()
     path = cache_path(str(ctx.cache_dir), sha, DataSpec())
@@ -287,6 +331,12 @@ def _cache_rebuilt(ctx: Ctx) -> None:
 def _constant_dropped(ctx: Ctx) -> None:
     assert ctx.out.data is not None
     assert "age" in ctx.out.data.spec.dropped and "age" not in ctx.out.data.features
+
+
+def _dates_dropped(ctx: Ctx) -> None:
+    assert ctx.out.data is not None
+    assert ctx.out.data.spec.dropped["region"].startswith("dates")
+    assert not [f for f in ctx.out.data.features if f.startswith("region")]
 
 
 def _stored_as_gzip(ctx: Ctx) -> None:
@@ -392,6 +442,10 @@ CASES = [
            check=_stored_as_gzip),  # fmt: skip
         id="gzip-served-as-csv",
     ),
+    pytest.param(
+        fail("download", "too many levels of symbolic links", prepare=_symlink_loop),
+        id="local-symlink-loop",
+    ),
     # --- content (the rest are in test_dataspec.py and test_clean.py) -------------------------
     pytest.param(
         fail(
@@ -442,6 +496,39 @@ CASES = [
         ),
         id="constant-column-dropped-with-warning",
     ),
+    # --- formats foldflow does not read: named, not misread as CSV (issue 19) ---------------
+    pytest.param(unsupported("JSON", JSON_ARRAY), id="json-array"),
+    pytest.param(unsupported("JSON", JSON_PRETTY), id="json-pretty-printed"),
+    pytest.param(unsupported("JSON Lines", JSON_LINES), id="json-lines"),
+    pytest.param(unsupported("JSON Lines", gzip.compress(JSON_LINES)), id="json-lines-gzip"),
+    pytest.param(unsupported("JSON", zipped({"data.json": JSON_ARRAY})), id="json-in-a-zip"),
+    pytest.param(unsupported("Excel (xlsx)", XLSX), id="excel-xlsx"),
+    pytest.param(unsupported("Excel (xls)", XLS), id="excel-xls"),
+    pytest.param(
+        unsupported("JSON Lines", JSON_LINES, routes=http(Reply(body=JSON_LINES)), hits=1),
+        id="json-lines-over-http",
+    ),
+    pytest.param(
+        ok(
+            40,
+            body=to_bytes(user_table(region=lambda i: f"2023-{i % 12 + 1:02d}-{i % 28 + 1:02d} "
+                                                      f"10:{i:02d}:00")),  # fmt: skip
+            warns=("dropping column 'region': it holds dates (e.g. '2023-01-01 10:00:00')",),
+            config=USER,
+            check=_dates_dropped,
+        ),
+        id="datetime-column-dropped-as-a-date",
+    ),
+    pytest.param(
+        ok(
+            40,
+            body=to_bytes(user_table(region=lambda i: f"{i % 3 + 1}/{i % 5 + 10}/2024")),
+            warns=("dropping column 'region': it holds dates",),
+            config=USER,
+            check=_dates_dropped,
+        ),
+        id="few-distinct-dates-dropped-as-a-date",
+    ),
     # --- folds ---------------------------------------------------------------------------------
     pytest.param(
         fail("plan-folds", "4 rows cannot be split into 5 folds", body=to_bytes(small(4))),
@@ -456,6 +543,14 @@ CASES = [
             config={"splitter": "stratified"},
         ),
         id="class-too-rare-for-stratified",
+    ),
+    pytest.param(
+        ok(
+            100,
+            body=to_bytes([HEADER, set_field(ROWS[0], "product", "z"), *ROWS[1:100]]),
+            warns=("class 'z' is only in the test rows of fold-", "--splitter stratified"),
+        ),
+        id="one-row-class-under-plain-kfold-warned",
     ),
     pytest.param(
         fail(
@@ -581,6 +676,43 @@ def test_output_dir_that_is_a_file_fails_up_front(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["blocker"]
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        pytest.param("bad.yaml", "folds: 3\nmodel: [epochs: 2\n", "line 3", id="yaml"),
+        pytest.param("bad.json", '{"folds": 3,\n "seed": }\n', "line 2", id="json"),
+    ],
+)
+def test_broken_config_file_names_the_file_and_line(
+    name: str, text: str, where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--config` with a syntax error: the one-line error names the file and the line."""
+    from flows.cli import main
+
+    path = tmp_path / name
+    path.write_text(text)
+    assert main(["run", "--config", str(path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("foldflow: error: ") and len(err.splitlines()) == 1, err
+    assert str(path) in err and where in err, err
+    assert "<unicode string>" not in err, err
+
+
+@pytest.mark.parametrize("store", ["folds", "cleaned", "downloads"])
+def test_unwritable_store_in_a_writable_cache_fails_up_front(tmp_path: Path, store: str) -> None:
+    """The cache folder is fine but one of its stores is a regular file (tests run as root:
+    chmod would not stop them; a read-only mount fails the same probe): refused, naming it."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / store).write_bytes(b"a regular file, not a folder\n")
+    with pytest.raises(PermanentError) as excinfo:
+        check_cache_dir.fn(str(cache))
+    message = str(excinfo.value)
+    assert f"cache folder {cache.resolve() / store} is not writable" in message, message
+    assert "--cache-dir" in message
+    assert (cache / store).read_bytes() == b"a regular file, not a folder\n"
+
+
 # --- the out-of-fold table: synthetic fold results on real cleaned data ----------------------
 
 
@@ -637,6 +769,125 @@ def test_ids_beyond_float_and_int64_reach_the_oof_table_exactly(tmp_path: Path) 
     written = sorted(line.split(",")[0] for line in lines[1:])
     assert sorted(table["customer"].astype(str).tolist()) == written
     assert len(table) == 40
+
+
+# --- a full disk (issue 19) -----------------------------------------------------------------
+
+
+def test_free_space_check_refuses_outputs_that_cannot_fit(tmp_path: Path) -> None:
+    """The check is a pure function of the folder, the bytes needed and the bytes free."""
+    check_free_space(tmp_path, 10**6, 10**6)  # exactly fits
+    with pytest.raises(OutputSpaceError) as excinfo:
+        check_free_space(tmp_path, 3_500_000_000, 1_200_000_000)
+    message = str(excinfo.value)
+    assert f"output folder {tmp_path}" in message and "--output-dir" in message
+    assert "1.2 GB (1200000000 bytes) free" in message and "3.5 GB (3500000000 bytes)" in message
+
+
+def test_output_estimate_covers_what_the_join_writes(join_inputs: JoinInputs) -> None:
+    """The estimate is no smaller than the real OOF files of the bundled data (no models)."""
+    j = join_inputs
+    written = sum(len(blob) for blob in j.outputs.values())
+    estimate = output_bytes(j.data, ModelConfig(hidden_units=[1]), n_models=0)
+    assert written <= estimate <= 10 * written + 2 * 1024 * 1024
+
+
+def test_full_disk_while_writing_outputs_names_the_folder(
+    tmp_path: Path, join_inputs: JoinInputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC in pyarrow's writer: an error naming the folder and files, no library chain."""
+    j = join_inputs
+    out = tmp_path / "out"
+    j.seed(out)
+    with monkeypatch.context() as patch:
+        _crash_to_parquet(patch)
+        with pytest.raises(OutputSpaceError) as excinfo:
+            join_out_of_fold.fn(j.data, j.folds, j.results, str(out), RunInfo(name="full"))
+    message = str(excinfo.value)
+    assert f"in {out}" in message and OOF_PARQUET in message, message
+    assert "No space left on device" in message and "bytes) free" in message, message
+    assert excinfo.value.__suppress_context__ and excinfo.value.__cause__ is None
+    assert sorted(os.listdir(out)) == sorted(OUTPUTS), "temporary files left behind"
+    assert all((out / n).read_bytes() == blob for n, blob in j.outputs.items())
+
+
+def test_integer_ids_beyond_int64_keep_numeric_order(tmp_path: Path) -> None:
+    """One id above int64 makes the id column text; the OOF table still sorts by the integer."""
+    lines = user_table(
+        40, customer=lambda i: str(2**64 + i) if i == 7 else str(10 ** (i % 6) + i),
+        y=lambda i: "ab"[i % 2],
+    )  # fmt: skip
+    source = tmp_path / "ids.csv"
+    source.write_bytes(to_bytes(lines))
+    out = run_steps(step_config(str(source), tmp_path, **USER))
+    assert out.error is None and out.data is not None and out.folds is not None
+    assert out.data.spec.id_dtype == "string"  # text, so the order is ours to get right
+    join_out_of_fold.fn(
+        out.data, out.folds, synthetic_results(out.data, out.folds), str(tmp_path / "out")
+    )
+    for written in (
+        pd.read_parquet(tmp_path / "out" / OOF_PARQUET)["customer"].tolist(),
+        pd.read_csv(tmp_path / "out" / OOF_CSV, dtype=str)["customer"].tolist(),
+    ):
+        ids = [int(v) for v in written]
+        assert ids == sorted(ids) and len(ids) == 40 and ids[-1] == 2**64 + 7
+
+
+def test_predict_warns_of_target_classes_the_model_never_saw(tmp_path: Path) -> None:
+    """New rows whose target holds a class not in training: warned, naming class and count."""
+    from tasks.bundle import Bundle
+    from tasks.predict import read_new_rows
+
+    train = tmp_path / "train.csv"
+    train.write_bytes(to_bytes(user_table(40, y=lambda i: "ab"[i % 2])))
+    out = run_steps(step_config(str(train), tmp_path, **USER))
+    assert out.data is not None, out.error
+    declared = DataSpec.model_validate(USER["data"])
+    spec_doc = {"spec": out.data.spec.to_dict(), "data": declared.model_dump(mode="json")}
+    bundle = Bundle(str(tmp_path / "model"), {}, spec_doc)  # no models: none are needed to read
+    new = tmp_path / "new.csv"
+    new.write_bytes(to_bytes(user_table(12, y=lambda i: "abcaac"[i % 6] if i < 11 else "")))
+    rows = read_new_rows.fn(str(new), "new.csv", bundle)
+    unseen = [w for w in rows.warnings if "never saw" in w]
+    assert unseen == [
+        "new.csv: target column 'y' holds 3 row(s) of class(es) the model never saw, "
+        "which count as wrong: 'c' (3 rows)"
+    ], rows.warnings
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 64 KiB filesystem (tmpfs); skipped where this process may not mount one."""
+    import subprocess
+
+    disk = tmp_path / "tiny"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_real_full_disk_is_refused_up_front_and_named_when_writing(
+    tiny_disk: Path, join_inputs: JoinInputs
+) -> None:
+    """On a real 64 KiB disk: the flow's up-front check refuses the bundled data's outputs, and
+    writing them anyway fails with ENOSPC from pyarrow, named, leaving no file behind."""
+    j = join_inputs
+    needed = output_bytes(j.data, ModelConfig(), n_models=5)
+    with pytest.raises(OutputSpaceError, match=f"output folder {tiny_disk} has"):
+        check_output_dir.fn(str(tiny_disk), needed)
+    with pytest.raises(OutputSpaceError) as excinfo:
+        join_out_of_fold.fn(j.data, j.folds, j.results, str(tiny_disk), RunInfo(name="full"))
+    message = str(excinfo.value)
+    assert f"in {tiny_disk}" in message and OOF_PARQUET in message, message
+    assert "No space left on device" in message, message
+    assert os.listdir(tiny_disk) == [], "a half-written file was left behind"
 
 
 # --- a crash while writing the outputs ------------------------------------------------------

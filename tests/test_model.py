@@ -42,3 +42,22 @@ def test_layer_names_do_not_depend_on_what_keras_built_before():
     before = names()
     keras.backend.clear_session()  # ... and goes back to zero
     assert before == names() == ["hidden_1", "hidden_2", "output"]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_saved_model_fits_the_size_the_free_space_check_assumes(optimizer):
+    """The up-front disk check sizes a .keras file from a count of parameters: the count is
+    Keras's own, and a trained model's file is no larger than the size assumed."""
+    import numpy as np
+
+    from tasks.bundle import KERAS_BYTES_PER_PARAMETER, KERAS_FILE_OVERHEAD
+    from tasks.model import count_parameters, model_to_bytes
+
+    config = ModelConfig(hidden_units=[64, 32], optimizer=optimizer)
+    net = build_model(47, 7, config, seed=1)
+    parameters = count_parameters(47, 7, [64, 32])
+    assert parameters == net.count_params()
+    rng = np.random.default_rng(0)
+    net.fit(rng.normal(size=(64, 47)), np.eye(7)[rng.integers(0, 7, 64)], epochs=1, verbose=0)
+    size = len(model_to_bytes(net))  # with the optimizer's slots, built by training
+    assert parameters * 4 < size <= parameters * KERAS_BYTES_PER_PARAMETER + KERAS_FILE_OVERHEAD

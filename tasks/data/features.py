@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -34,6 +36,43 @@ def split_types(
         cells.check_finite(name, values)
         numeric.append(name)
     return numeric, categorical
+
+
+# Dates and times as people write them: ISO 8601 (2024-01-31, 2024-01-31T10:00:00Z), 2024/1/31,
+# 31/1/2024 or 1/31/2024. Every present cell must match, and parse, for a column to be dates.
+_DATE = re.compile(
+    r"\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?"
+    r"|\d{4}/\d{1,2}/\d{1,2}|\d{1,2}[/.]\d{1,2}[/.]\d{4}"
+)
+
+
+def _is_dates(column: pd.Series) -> bool:
+    """Whether every present cell is a date or date-time pandas can parse."""
+    present = column.dropna()
+    if not len(present) or not bool(present.str.fullmatch(_DATE).all()):
+        return False
+    try:
+        parsed = pd.to_datetime(present, errors="coerce", format="mixed", utc=True)
+    except (ValueError, TypeError, OverflowError):
+        return False
+    return bool(parsed.notna().all())
+
+
+def drop_dates(
+    cells: Cells, s: DataSpec, categorical: list[str], dropped: dict[str, str]
+) -> None:
+    """Undeclared date columns are dropped, saying so: as levels or free text they mislead."""
+    for name in [c for c in categorical if c not in s.categorical]:
+        column = cells.kept[name]
+        if _is_dates(column):
+            example = str(column.dropna().iloc[0])
+            categorical.remove(name)
+            dropped[name] = f"dates (e.g. {example!r}); no features are derived"
+            cells.warn(
+                f"{cells.label}: dropping column {name!r}: it holds dates (e.g. {example!r}); "
+                "foldflow derives no features from dates: add numeric columns (year, month, "
+                f"day of week, ...) to the file, or declare --categorical {name} to one-hot them"
+            )
 
 
 def drop_constant_numbers(cells: Cells, numeric: list[str], dropped: dict[str, str]) -> None:

@@ -10,11 +10,12 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.data.formats import detect_format
+from tasks.data.formats import detect_format, excel_kind, json_kind, suffix_kind
 from tasks.data.spec import DataSpec, expand_preset
 from tasks.errors import DataValidationError
 
 SNIFF_BYTES = 16 * 1024
+SUPPORTED = "foldflow reads CSV (plain, gzip, zip) and Parquet"
 
 
 def _head_text(path: str, fmt: str, label: str) -> str:
@@ -155,12 +156,23 @@ def _read_parquet(path: str, label: str, spec: DataSpec) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+def _refuse_unsupported(path: str, fmt: str, label: str) -> None:
+    """JSON, JSON Lines and Excel are refused by name, not misread as a CSV (content first)."""
+    kind = excel_kind(path) or json_kind(_head_text(path, fmt, label)) or suffix_kind(path)
+    if kind is not None:
+        raise DataValidationError(
+            f"{label}: unsupported format: {kind}; {SUPPORTED} (save the table as one of them)"
+        )
+
+
 def read_table(path: str, label: str, spec: DataSpec) -> pd.DataFrame:
     """Read CSV (plain, gzip, zip) or Parquet into all-text columns with missing cells as NA."""
     spec = expand_preset(spec)
     if Path(path).stat().st_size == 0:
         raise DataValidationError(f"{label}: the file is empty; expected a CSV with a header row")
     fmt = detect_format(path)
+    if fmt != "parquet":
+        _refuse_unsupported(path, fmt, label)
     if fmt == "csv" and str(path).lower().endswith(".parquet"):
         raise DataValidationError(f"{label}: named .parquet but is not a Parquet file")
     frame = (

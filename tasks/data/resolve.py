@@ -5,7 +5,8 @@
 # - otherwise text (bools included) -> categorical, one-hot over the whole file's sorted levels;
 # - text with more than 20 levels that are over 95 % distinct -> dropped with a warning (an
 #   identifier or free text); less distinct but more than `max_categories` levels -> refused;
-# - a constant column (one value, zero variance) -> dropped with a warning.
+# - a constant column (one value, zero variance) -> dropped with a warning;
+# - undeclared text whose every cell is a date or date-time -> dropped with a warning saying so.
 # Task: a text target, or an integer target with <= 20 distinct values -> classification;
 # any other numeric target -> regression. Rows whose target is missing are left out and counted.
 # The jh-simple preset declares everything, in today's order, and ignores extra columns.
@@ -47,6 +48,7 @@ def resolve_cells(cells: Cells, spec: DataSpec) -> ResolvedSpec:
     task, reason, classes = _resolve_target(cells, s)
     id_dtype = _check_keys(cells, s)
     numeric, categorical = features.split_types(cells, s, preset, candidates)
+    features.drop_dates(cells, s, categorical, dropped)
     features.drop_constant_numbers(cells, numeric, dropped)
     features.report_stripped(cells, [s.target or "", *categorical])
     policies = features.missing_policies(cells, s, numeric, categorical, special)
