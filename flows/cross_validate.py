@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from prefect import flow, unmapped
+from prefect import flow, get_run_logger, unmapped
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
@@ -13,11 +13,13 @@ from tasks.bundle import write_model_bundle
 from tasks.clean import CleanedData, clean_to_parquet
 from tasks.config import CVConfig
 from tasks.errors import FoldFailedError
+from tasks.fold_cards import queue_fold_cards
 from tasks.folds import full_fold, plan_folds
 from tasks.join import join_out_of_fold, split_outcomes
 from tasks.metrics import FailedFold, RunInfo
 from tasks.outputs import check_output_dir
 from tasks.redact import redact_source
+from tasks.report import SCORE_TAG_PREFIXES, one_line_summary, score_tag
 
 
 def fetch_and_clean(config: CVConfig) -> CleanedData:
@@ -56,6 +58,7 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
         train = fold_task(config)
         inputs = {"data": data, "model": config.model, "seed": config.seed,
                   "runtime": execution.runtime}  # fmt: skip
+        queue_fold_cards([f.label for f in folds] + (["full"] if config.refit else []))
         futures = execution.runner.map(
             train, {"fold": folds, **{name: unmapped(v) for name, v in inputs.items()}}
         )
@@ -64,6 +67,9 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
             everything = full_fold(data.n_rows, config.folds)
             refit = execution.runner.submit(train, {"fold": everything, **inputs})
         outcomes = collect_outcomes(futures, folds, refit)
+    # The Runs list says which folds failed (a successful retry drops the tags again).
+    _, failed = split_outcomes(folds, outcomes.folds)
+    tag_flow_run([f"failed-{f.label}" for f in failed], ("failed-fold-", *SCORE_TAG_PREFIXES))
 
     # Fan-in: every prediction back at its own row, the scores, the files.
     try:
@@ -81,6 +87,9 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
     results, _ = split_outcomes(folds, outcomes.folds)
     bundle = write_model_bundle(data, results, joined.metrics, output_dir, config.model,
                                 config.data, config.config_hash(), outcomes.refit)  # fmt: skip
+    summary = one_line_summary(joined.metrics)
+    tag_flow_run([score_tag(joined.metrics)])
+    get_run_logger().info(summary)  # the run's log ends with its score
     return {
         "metrics": joined.metrics.model_dump(mode="json"),
         "paths": {**joined.paths, "model": bundle},

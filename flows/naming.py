@@ -10,8 +10,10 @@ def short_run_id() -> str:
     return str(flow_run.id or "local").replace("-", "")[:8]
 
 
-def tag_flow_run(tags: list[str]) -> None:
-    """Add tags (data hash, runner, model) to the running flow run, so the UI says what ran."""
+def tag_flow_run(tags: list[str], drop_prefixes: tuple[str, ...] = ()) -> None:
+    """Add tags (data hash, runner, model, failed folds, score) to the running flow run, so the
+    UI's Runs list says what ran and how it went; tags starting with `drop_prefixes` go first
+    (a retry's outcome replaces the attempt before's)."""
     from prefect.client.orchestration import get_client
     from prefect.context import FlowRunContext
 
@@ -19,4 +21,6 @@ def tag_flow_run(tags: list[str]) -> None:
     if ctx is None or ctx.flow_run is None:
         return
     with get_client(sync_client=True) as client:
-        client.update_flow_run(ctx.flow_run.id, tags=sorted({*(ctx.flow_run.tags or []), *tags}))
+        current = client.read_flow_run(ctx.flow_run.id).tags or []  # with this run's own adds
+        kept = {t for t in current if not (drop_prefixes and t.startswith(drop_prefixes))}
+        client.update_flow_run(ctx.flow_run.id, tags=sorted({*kept, *tags}))
