@@ -8,7 +8,7 @@ from prefect.states import Failed, State
 
 from flows.execution import collect_outcomes, fold_execution, fold_task
 from flows.fetch import fetch_source
-from flows.naming import short_run_id, tag_flow_run
+from flows.naming import announce_run, short_run_id, tag_flow_run
 from tasks.bundle import write_model_bundle
 from tasks.clean import CleanedData, clean_to_parquet
 from tasks.config import CVConfig
@@ -46,6 +46,7 @@ def run_name() -> str:
 @flow(name="cross-validate", flow_run_name=run_name, log_prints=True)
 def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
     """Cross-validate a Keras MLP on a table and write the out-of-fold predictions."""
+    announce_run()  # its name as the UI shows it, and its page there
     with fold_execution(config) as execution:  # its workers start now and import TensorFlow
         data = fetch_and_clean(config)
         tag_flow_run([f"data-{data.raw_sha256[:8]}", f"runner-{config.execution.runner}",
