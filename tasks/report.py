@@ -145,10 +145,9 @@ def publish_failures(failed: list[FailedFold]) -> None:
     Always written, as the run's one `failed-folds`: a retry's replaces the attempt before
     (whose reason its description keeps), so the run's page shows only the current one.
     """
-    from prefect.artifacts import create_table_artifact
     from prefect.runtime import flow_run
 
-    from tasks.run_cards import replace_artifact
+    from tasks.run_cards import create_run_artifact, replace_artifact, table_data
 
     if not _in_run():
         return
@@ -156,11 +155,11 @@ def publish_failures(failed: list[FailedFold]) -> None:
 
     def create(earlier: list[Any]) -> Any:
         previous = (earlier[0].description or "") if earlier else ""
-        return create_table_artifact(
-            table=rows or [{"fold": "-", "failure": "no failed folds"}],
-            key="failed-folds",
-            description=failures_description(failed, flow_run.run_count or 1, previous),
-        )
+        return create_run_artifact(
+            "failed-folds", "table",
+            table_data(rows or [{"fold": "-", "failure": "no failed folds"}]),
+            failures_description(failed, flow_run.run_count or 1, previous),
+        )  # fmt: skip
 
     replace_artifact("failed-folds", create)
 
@@ -216,13 +215,9 @@ SCORE_TAG_PREFIXES = ("acc-", "rmse-")  # a retried run's new score replaces its
 
 
 def _replace_markdown(key: str, markdown: str, description: str) -> None:
-    from prefect.artifacts import create_markdown_artifact
+    from tasks.run_cards import create_run_artifact, replace_artifact
 
-    from tasks.run_cards import replace_artifact
-
-    replace_artifact(
-        key, lambda _: create_markdown_artifact(markdown=markdown, key=key, description=description)
-    )
+    replace_artifact(key, lambda _: create_run_artifact(key, "markdown", markdown, description))
 
 
 def publish_artifacts(outcome: Any) -> None:
@@ -230,9 +225,7 @@ def publish_artifacts(outcome: Any) -> None:
 
     Each is the run's one artifact of its key (a retry's replaces the attempt before).
     """
-    from prefect.artifacts import create_table_artifact
-
-    from tasks.run_cards import replace_artifact
+    from tasks.run_cards import create_run_artifact, replace_artifact, table_data
 
     if not _in_run():
         return
@@ -240,8 +233,8 @@ def publish_artifacts(outcome: Any) -> None:
     summary = one_line_summary(metrics)
     replace_artifact(
         "fold-results",
-        lambda _: create_table_artifact(
-            table=fold_rows(metrics), key="fold-results", description=f"Per fold: {summary}"
+        lambda _: create_run_artifact(
+            "fold-results", "table", table_data(fold_rows(metrics)), f"Per fold: {summary}"
         ),
     )
     _replace_markdown("cv-summary", render_summary(metrics, paths), summary)

@@ -44,6 +44,30 @@ def run_artifacts(key: str, flow_run_id: UUID | None = None) -> list[Any]:
         )
 
 
+def create_run_artifact(key: str, kind: str, data: Any, description: str) -> Any:
+    """An artifact of the flow run itself, even when a task makes it: the Artifacts tab shows
+    it in its first section ("Flow run"), beside `folds-done`, above the task runs' ones."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    artifact = ArtifactCreate(
+        key=key, type=kind, data=data, description=description, flow_run_id=this_flow_run_id()
+    )
+    with get_client(sync_client=True) as client:
+        return client.create_artifact(artifact).id
+
+
+def table_data(rows: list[dict[str, Any]]) -> str:
+    """A table artifact's data: JSON rows, NaN as null (JSON has no NaN)."""
+    import json
+    import math
+
+    def clean(value: Any) -> Any:
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    return json.dumps([{k: clean(v) for k, v in row.items()} for row in rows])
+
+
 def replace_artifact(key: str, create: Callable[[list[Any]], Any]) -> Any:
     """`create(earlier)` a new version of `key`, then delete this run's `earlier` versions."""
     from prefect.client.orchestration import get_client
