@@ -4,7 +4,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
+from prefect.states import Completed, Failed, State
 
 from flows.execution import collect_outcomes, fold_execution, fold_task
 from flows.fetch import fetch_source
@@ -91,7 +91,11 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
     summary = one_line_summary(joined.metrics)
     tag_flow_run([score_tag(joined.metrics)])
     get_run_logger().info(summary)  # the run's log ends with its score
-    return {
-        "metrics": joined.metrics.model_dump(mode="json"),
-        "paths": {**joined.paths, "model": bundle},
-    }
+    # The state's message too: Prefect's last log line, "Finished in state Completed('…')".
+    return Completed(
+        message=summary,
+        data={
+            "metrics": joined.metrics.model_dump(mode="json"),
+            "paths": {**joined.paths, "model": bundle},
+        },
+    )

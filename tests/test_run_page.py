@@ -129,3 +129,5 @@ def test_the_run_page_says_why_a_run_failed_and_what_a_run_scored(tmp_path, monk
     assert cards["fold-3"][0].description.startswith("fold 3 · 2/2 epochs · 100 %")
     ours = [line for line in lines if not line.startswith("Finished in state")]
     assert ours[-1] == summary, lines[-5:]
+    assert state.message == summary  # Prefect's last line: "Finished in state Completed('…')"
+    assert state.result()["metrics"]["final_accuracy"] == metrics["final_accuracy"]
