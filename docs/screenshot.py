@@ -295,7 +295,7 @@ def main() -> int:
     try:
         api = Api(api_url)
         wait_for("prefect server", lambda: httpx.get(f"{api_url}/health", timeout=2).is_success,
-                 120)  # fmt: skip
+                 300)  # fmt: skip - a loaded machine boots it slowly
         print(f"prefect server (UI) at http://127.0.0.1:{port}")
         args.out_dir.mkdir(parents=True, exist_ok=True)
         browser = Browser(f"http://127.0.0.1:{port}", tmp)

@@ -131,3 +131,15 @@ def test_the_run_page_says_why_a_run_failed_and_what_a_run_scored(tmp_path, monk
     assert ours[-1] == summary, lines[-5:]
     assert state.message == summary  # Prefect's last line: "Finished in state Completed('…')"
     assert state.result()["metrics"]["final_accuracy"] == metrics["final_accuracy"]
+
+
+def test_the_printed_ui_link_says_when_there_is_no_ui_or_it_calls_another_api():
+    from flows.naming import where_to_watch
+
+    api = "http://127.0.0.1:4300/api"
+    page = "http://127.0.0.1:4300/runs/flow-run/1"
+    assert where_to_watch(page, api, api) == page
+    wrong = where_to_watch(page, "http://127.0.0.1:4200/api", api)
+    assert wrong.startswith(page) and "make server PORT=" in wrong and "4200" in wrong
+    assert "serves none" in where_to_watch(None, None, api)
+    assert "make server" in where_to_watch(page, None, api)  # PREFECT_UI_ENABLED=false
