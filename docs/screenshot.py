@@ -253,7 +253,7 @@ def failed_run(api: Api, browser: Browser, env: dict[str, str], tmp: Path, out: 
     browser.click_tab("Artifacts")
     browser.shoot(out / "run-failed-artifacts.png", 1300)
     browser.open("runs")
-    browser.shoot(out / "runs-list.png", 800)
+    browser.shoot(out / "runs-list.png")  # 1000 px: the runs below the chart
 
 
 def server_env(tmp: Path, api_url: str) -> dict[str, str]:
