@@ -4,13 +4,16 @@ Starts a throwaway `prefect server` (UI on, temporary PREFECT_HOME, 127.0.0.1) a
 what a user of foldflow looks at:
 
 - `run-live.png`, `run-live-progress.png`: a `foldflow run` **while it trains** — the run's
-  graph with its fold task runs, then its Artifacts tab with each fold's progress card;
+  graph with its fold task runs, then its Artifacts tab with each fold's progress card (the
+  folds not started yet say "queued");
 - `artifact-pictures.png`, `artifact-cv-summary.png`, `artifact-fold-results.png`,
   `artifact-oof-table.png`: a finished run's artifacts (notebook settings, 500 epochs):
   learning curves and confusion matrix inline, the summary, the per-fold table, the OOF
-  preview;
-- `run-failed.png`, `run-failed-logs.png`: a run whose fold 3 fails (injected), with the
-  failed fold red, then the end of its logs with the fold's error and the run's message.
+  preview; `run-finished-artifacts.png`, its Artifacts tab (the score on `cv-summary`'s card);
+- `run-failed.png`, `run-failed-logs.png`, `run-failed-artifacts.png`: a run whose fold 3
+  fails (injected), with the failed fold red, the end of its logs with the fold's error and
+  the run's message, and its Artifacts tab (the reason on the `failed-folds` card);
+- `runs-list.png`: the Runs list, each run's tags (`failed-fold-3`, the score's `acc-…`).
 
     .venv/bin/python docs/screenshot.py            # writes docs/*.png
     .venv/bin/python docs/screenshot.py --help
@@ -226,6 +229,9 @@ def finished_run(api: Api, browser: Browser, env: dict[str, str], tmp: Path, out
             raise SystemExit(f"the run has no {key} artifact (found: {sorted(by_key)})")
         browser.open(f"artifacts/artifact/{by_key[key]['id']}")
         browser.shoot(out / name, height)
+    browser.open(f"runs/flow-run/{run['id']}")
+    browser.click_tab("Artifacts")
+    browser.shoot(out / "run-finished-artifacts.png", 1300)
 
 
 def failed_run(api: Api, browser: Browser, env: dict[str, str], tmp: Path, out: Path) -> None:
@@ -243,6 +249,11 @@ def failed_run(api: Api, browser: Browser, env: dict[str, str], tmp: Path, out: 
     # The run's last log lines: the failed fold's error and the run's final message.
     browser.scroll_to_end()
     browser.shoot(out / "run-failed-logs.png")
+    browser.open(f"runs/flow-run/{run['id']}")
+    browser.click_tab("Artifacts")
+    browser.shoot(out / "run-failed-artifacts.png", 1300)
+    browser.open("runs")
+    browser.shoot(out / "runs-list.png")  # 1000 px: the runs below the chart
 
 
 def server_env(tmp: Path, api_url: str) -> dict[str, str]:
@@ -284,7 +295,7 @@ def main() -> int:
     try:
         api = Api(api_url)
         wait_for("prefect server", lambda: httpx.get(f"{api_url}/health", timeout=2).is_success,
-                 120)  # fmt: skip
+                 300)  # fmt: skip - a loaded machine boots it slowly
         print(f"prefect server (UI) at http://127.0.0.1:{port}")
         args.out_dir.mkdir(parents=True, exist_ok=True)
         browser = Browser(f"http://127.0.0.1:{port}", tmp)

@@ -2,22 +2,24 @@
 
 from typing import Any
 
-from prefect import flow, unmapped
+from prefect import flow, get_run_logger, unmapped
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
+from prefect.states import Completed, Failed, State
 
 from flows.execution import collect_outcomes, fold_execution, fold_task
 from flows.fetch import fetch_source
-from flows.naming import short_run_id, tag_flow_run
+from flows.naming import announce_run, short_run_id, tag_flow_run
 from tasks.bundle import output_bytes, write_model_bundle
 from tasks.clean import CleanedData, clean_to_parquet
 from tasks.config import CVConfig
 from tasks.errors import FoldFailedError
+from tasks.fold_cards import queue_fold_cards
 from tasks.folds import full_fold, plan_folds
 from tasks.join import join_out_of_fold, split_outcomes
 from tasks.metrics import FailedFold, RunInfo
 from tasks.outputs import check_output_dir
 from tasks.redact import redact_source
+from tasks.report import SCORE_TAG_PREFIXES, one_line_summary, score_tag
 
 
 def fetch_and_clean(config: CVConfig) -> CleanedData:
@@ -44,6 +46,7 @@ def run_name() -> str:
 @flow(name="cross-validate", flow_run_name=run_name, log_prints=True)
 def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
     """Cross-validate a Keras MLP on a table and write the out-of-fold predictions."""
+    announce_run()  # its name as the UI shows it, and its page there
     with fold_execution(config) as execution:  # its workers start now and import TensorFlow
         data = fetch_and_clean(config)
         tag_flow_run([f"data-{data.raw_sha256[:8]}", f"runner-{config.execution.runner}",
@@ -59,6 +62,7 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
         train = fold_task(config)
         inputs = {"data": data, "model": config.model, "seed": config.seed,
                   "runtime": execution.runtime}  # fmt: skip
+        queue_fold_cards([f.label for f in folds] + (["full"] if config.refit else []))
         futures = execution.runner.map(
             train, {"fold": folds, **{name: unmapped(v) for name, v in inputs.items()}}
         )
@@ -67,6 +71,9 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
             everything = full_fold(data.n_rows, config.folds)
             refit = execution.runner.submit(train, {"fold": everything, **inputs})
         outcomes = collect_outcomes(futures, folds, refit)
+    # The Runs list says which folds failed (a successful retry drops the tags again).
+    _, failed = split_outcomes(folds, outcomes.folds)
+    tag_flow_run([f"failed-{f.label}" for f in failed], ("failed-fold-", *SCORE_TAG_PREFIXES))
 
     # Fan-in: every prediction back at its own row, the scores, the files.
     try:
@@ -84,7 +91,14 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
     results, _ = split_outcomes(folds, outcomes.folds)
     bundle = write_model_bundle(data, results, joined.metrics, output_dir, config.model,
                                 config.data, config.config_hash(), outcomes.refit)  # fmt: skip
-    return {
-        "metrics": joined.metrics.model_dump(mode="json"),
-        "paths": {**joined.paths, "model": bundle},
-    }
+    summary = one_line_summary(joined.metrics)
+    tag_flow_run([score_tag(joined.metrics)])
+    get_run_logger().info(summary)  # the run's log ends with its score
+    # The state's message too: Prefect's last log line, "Finished in state Completed('…')".
+    return Completed(
+        message=summary,
+        data={
+            "metrics": joined.metrics.model_dump(mode="json"),
+            "paths": {**joined.paths, "model": bundle},
+        },
+    )

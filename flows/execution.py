@@ -127,7 +127,8 @@ def collect_outcomes(
     futures: list[Any], folds: list[FoldSpec], refit: Any | None = None
 ) -> FoldOutcomes:
     """Wait for the fold futures (showing folds done) and say what each one brought back."""
-    track_folds_done([*futures, *([refit] if refit is not None else [])])
+    labels = [spec.label for spec in folds] + (["full"] if refit is not None else [])
+    track_folds_done([*futures, *([refit] if refit is not None else [])], labels)
     return FoldOutcomes(
         folds=fold_outcomes(futures, folds),
         refit=None if refit is None else outcome(refit, 0, 0, "full"),
@@ -171,24 +172,36 @@ def attempts_made(task_run_id: Any) -> int:
         return 1
 
 
-def track_folds_done(futures: list[Any]) -> None:
-    """Wait for the fold futures, showing folds done (and failed) / total as a progress card."""
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+def track_folds_done(futures: list[Any], labels: list[str] | None = None) -> None:
+    """Wait for the fold futures, showing folds done (and failed) / total as a progress card.
+
+    With the folds' labels, it also names the folds still waiting, and says on each fold's
+    own card when it came from the cache or failed.
+    """
+    from prefect.artifacts import update_progress_artifact
     from prefect.futures import as_completed
 
+    from tasks.fold_cards import show_fold_ended
+    from tasks.run_cards import progress_card
+
     total, done, failed = len(futures), 0, 0
+    waiting = dict(zip(map(id, futures), labels or []))
 
     def described() -> str:
-        return f"{done} of {total} folds done" + (f", {failed} failed" if failed else "")
+        text = f"{done} of {total} folds done" + (f", {failed} failed" if failed else "")
+        return text + (f" · waiting: {', '.join(waiting.values())}" if waiting else "")
 
-    artifact = create_progress_artifact(0.0, key="folds-done", description=described())
+    artifact = progress_card("folds-done", 0.0, described())  # a retry's resets the run's one
     for future in as_completed(futures):
         future.wait()  # its final state, known here; the API's copy may still lag behind
         if future.state.is_completed():
             done += 1
         else:
             failed += 1
+        label = waiting.pop(id(future), None)
         update_progress_artifact(artifact, 100.0 * done / total, description=described())
+        if label is not None:
+            show_fold_ended(label, future.state.name or "")
 
 
 _active: contextvars.ContextVar[FoldExecution | None] = contextvars.ContextVar(

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from tasks.data.spec import DataSpec
+from tasks.form import form_schema
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_DATA = PROJECT_ROOT / "data" / "jh-simple-standin.csv"
@@ -42,7 +43,9 @@ def stable_hash(payload: Any, length: int = 64) -> str:
 class ModelConfig(BaseModel):
     """Everything that determines a fold's model and its training maths (the cache key)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra=form_schema(("epochs", "hidden_units"))
+    )
 
     hidden_units: list[PositiveInt] = Field(
         default=[50, 25], min_length=1, description="Units of each hidden Dense layer."
@@ -105,7 +108,7 @@ class ModelConfig(BaseModel):
 class TrainingLoopConfig(BaseModel):
     """How a fold's training loop runs and reports: shared by the run config and each fold."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=form_schema())
 
     xla: bool = Field(
         default=True,
@@ -194,7 +197,7 @@ class FoldRuntime(TrainingLoopConfig):
 class DownloadConfig(BaseModel):
     """How patiently the source is fetched."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=form_schema())
 
     timeout_s: float = Field(default=30.0, gt=0, description="Seconds without data: give up.")
     max_bytes: int = Field(
@@ -209,7 +212,11 @@ class DownloadConfig(BaseModel):
 class CVConfig(BaseModel):
     """A whole cross-validation run; the defaults reproduce the T81-558 5.3 notebook."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra=form_schema(("source", "data", "model", "folds")),
+    )
 
     source: str = Field(
         default=str(BUNDLED_DATA),

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -14,6 +12,7 @@ import pandas as pd
 
 from tasks.config import ModelConfig
 from tasks.errors import PermanentError
+from tasks.fold_cards import worker_label
 from tasks.loop import GraphTrainer, epoch_batches
 from tasks.metrics import FoldRun
 from tasks.model import build_model, model_to_bytes
@@ -179,7 +178,7 @@ def fit_and_predict(
             train_seconds=round(finished - started, 3),
             started_at=started,
             finished_at=finished,
-            worker=f"{socket.gethostname()}:{os.getpid()}",
+            worker=worker_label(),
             device=how.device,
             attempt=how.attempt,
         ),

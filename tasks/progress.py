@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.fold_cards import card_key, running_text
+
 
 @dataclass
 class RateLimiter:
@@ -38,13 +40,12 @@ class RateLimiter:
 
 def progress_key(label: str) -> str:
     """A fold's progress-card key (fold-3, fold-2-3 for fold 3 of repeat 2): what readers match."""
-    return label.replace(".", "-")
+    return card_key(label)
 
 
-def progress_description(label: str, epoch: int, epochs: int) -> str:
-    """'fold 3: 250 of 500 epochs (50 %)': what a fold's progress card says."""
-    name = label.replace("fold-", "fold ", 1)
-    return f"{name}: {epoch} of {epochs} epochs ({100 * epoch / epochs:.0f} %)"
+def progress_description(label: str, epoch: int, epochs: int, **where: Any) -> str:
+    """'fold 3 · 250/500 epochs · 50 % · worker vm:301 (CPU)': what a fold's card says."""
+    return running_text(label, epoch, epochs, **where)
 
 
 @dataclass
@@ -57,9 +58,12 @@ class ProgressReporter:
     logger: Any
     artifacts: bool = True
     label: str = ""  # fold-3, or fold-2.3 for fold 3 of repeat 2
+    worker: str = ""  # host:pid and device, shown on the card while the fold trains
+    device: str = ""
     min_seconds: float = 0.5
     validation_history: dict[str, list[float]] = field(default_factory=dict)
     _artifact_id: Any = None
+    _loss: float | None = None
     _sender: threading.Thread | None = None
 
     def __post_init__(self) -> None:
@@ -67,27 +71,36 @@ class ProgressReporter:
         self._bar = RateLimiter(max(1, self.epochs // 20), self.epochs, self.min_seconds)
 
     def _update_artifact(self, epoch: int) -> None:
-        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+        from prefect.artifacts import update_progress_artifact
         from prefect.context import TaskRunContext
+
+        from tasks.run_cards import progress_card
 
         if not self.artifacts or TaskRunContext.get() is None:
             return
         percent = 100.0 * epoch / self.epochs
         # The UI's artifact cards show the description, not the value: it carries the numbers.
-        description = progress_description(self.label or f"fold-{self.fold}", epoch, self.epochs)
+        description = progress_description(
+            self.label or f"fold-{self.fold}", epoch, self.epochs,
+            worker=self.worker, device=self.device, loss=self._loss,
+        )  # fmt: skip
         try:
-            if self._artifact_id is None:
-                self._artifact_id = create_progress_artifact(
-                    percent, key=progress_key(self.label or f"fold-{self.fold}"),
-                    description=description,
-                )  # fmt: skip
+            if self._artifact_id is None:  # the card the flow queued, else a new one
+                self._artifact_id = progress_card(
+                    progress_key(self.label or f"fold-{self.fold}"), percent, description
+                )
             else:
                 update_progress_artifact(self._artifact_id, percent, description=description)
         except Exception as err:  # noqa: BLE001 - progress must never fail a fold
             self.logger.debug("progress artifact not updated: %s", err)
 
+    def start(self) -> None:
+        """Show at once that the fold runs, and where (its card said 'queued')."""
+        self._send_progress(0)
+
     def on_epoch(self, epoch: int, logs: dict[str, float]) -> None:
         """Called after each epoch (1-based) with Keras' logs."""
+        self._loss = logs.get("loss", self._loss)
         if self._log.due(epoch):
             shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()))
             name = self.label or f"fold-{self.fold}"

@@ -123,21 +123,45 @@ def _in_run() -> bool:
     return True
 
 
+def failure_line(failed: list[FailedFold], limit: int = 300) -> str:
+    """'fold 3 failed after 1 attempt: InjectedFault: …': the reason, first, for the card."""
+    line = "; ".join(f"{f.label.replace('-', ' ', 1)} {f.error}" for f in failed)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def failures_description(failed: list[FailedFold], attempt: int, earlier: str = "") -> str:
+    """What the `failed-folds` card says: the reason first, or none failed (and what did before)."""
+    if failed:
+        return failure_line(failed) + (f" (attempt {attempt})" if attempt > 1 else "")
+    if attempt == 1:
+        return "No failed folds"
+    before = earlier.split(" (attempt ")[0]
+    return f"No failed folds (attempt {attempt}" + (f"; before: {before})" if before else ")")
+
+
 def publish_failures(failed: list[FailedFold]) -> None:
     """The `failed-folds` table: each failed fold and why, or one row saying none failed.
 
-    Always written, so a later successful retry replaces an earlier run's failures.
+    Always written, as the run's one `failed-folds`: a retry's replaces the attempt before
+    (whose reason its description keeps), so the run's page shows only the current one.
     """
-    from prefect.artifacts import create_table_artifact
+    from prefect.runtime import flow_run
+
+    from tasks.run_cards import create_run_artifact, replace_artifact, table_data
 
     if not _in_run():
         return
     rows = [{"fold": f.label, "failure": f.error} for f in failed]
-    create_table_artifact(
-        table=rows or [{"fold": "-", "failure": "no failed folds"}],
-        key="failed-folds",
-        description="Folds without a result" if failed else "No failed folds",
-    )
+
+    def create(earlier: list[Any]) -> Any:
+        previous = (earlier[0].description or "") if earlier else ""
+        return create_run_artifact(
+            "failed-folds", "table",
+            table_data(rows or [{"fold": "-", "failure": "no failed folds"}]),
+            failures_description(failed, flow_run.run_count or 1, previous),
+        )  # fmt: skip
+
+    replace_artifact("failed-folds", create)
 
 
 def oof_preview(table: pd.DataFrame, rows: int = 10) -> str:
@@ -161,31 +185,71 @@ def picture_markdown(paths: dict[str, str]) -> str:
     return "\n".join(parts)
 
 
+def one_line_summary(metrics: RunMetrics) -> str:
+    """'OOF accuracy 0.6280 · 5 folds · 0.6280 ± 0.0140': the score, where a card shows it."""
+    planned = len(metrics.folds) + len(metrics.failed_folds)
+    folds = f"{len(metrics.folds)} of {planned} folds" if metrics.partial else f"{planned} folds"
+    if metrics.task == "regression":
+        line = (
+            f"RMSE {metrics.rmse:.4g} · R² {metrics.r2:.2f} · {folds} · "
+            f"fold RMSE {metrics.mean_rmse:.4g} ± {metrics.std_rmse:.2g}"
+        )
+    else:
+        line = (
+            f"OOF accuracy {metrics.final_accuracy:.4f} · {folds} · "
+            f"{metrics.mean_accuracy:.4f} ± {metrics.std_accuracy:.4f}"
+        )
+    if metrics.partial:
+        line += " · partial: " + ", ".join(f.label for f in metrics.failed_folds) + " missing"
+    return line
+
+
+def score_tag(metrics: RunMetrics) -> str:
+    """The run's score as a tag the Runs list shows: acc-0.628, or rmse-55.89."""
+    if metrics.task == "regression":
+        return f"rmse-{metrics.rmse:.4g}"
+    return f"acc-{metrics.final_accuracy:.3f}"
+
+
+SCORE_TAG_PREFIXES = ("acc-", "rmse-")  # a retried run's new score replaces its old tag
+
+
+def _replace_markdown(key: str, markdown: str, description: str) -> None:
+    from tasks.run_cards import create_run_artifact, replace_artifact
+
+    replace_artifact(key, lambda _: create_run_artifact(key, "markdown", markdown, description))
+
+
 def publish_artifacts(outcome: Any) -> None:
-    """Table, summary, picture and preview artifacts for the UI; a no-op outside a Prefect run."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    """Table, summary, picture and preview artifacts for the UI; a no-op outside a Prefect run.
+
+    Each is the run's one artifact of its key (a retry's replaces the attempt before).
+    """
+    from tasks.run_cards import create_run_artifact, replace_artifact, table_data
 
     if not _in_run():
         return
     metrics, paths = outcome.metrics, outcome.paths
-    create_table_artifact(
-        table=fold_rows(metrics), key="fold-results", description="Per-fold results"
+    summary = one_line_summary(metrics)
+    replace_artifact(
+        "fold-results",
+        lambda _: create_run_artifact(
+            "fold-results", "table", table_data(fold_rows(metrics)), f"Per fold: {summary}"
+        ),
     )
-    create_markdown_artifact(
-        markdown=render_summary(metrics, paths), key="cv-summary", description="Run summary"
-    )
+    _replace_markdown("cv-summary", render_summary(metrics, paths), summary)
     pictures = picture_markdown(paths)
     if pictures:
-        create_markdown_artifact(
-            markdown=f"# Pictures\n\n{pictures}", key="cv-pictures", description="Plots"
-        )
+        names = " and ".join(name.removesuffix(".png").replace("_", " ") for name in paths
+                             if name.endswith(".png") and name in pictures)  # fmt: skip
+        _replace_markdown("cv-pictures", f"# Pictures\n\n{pictures}", f"Plots: {names}")
     oof = paths.get("oof_predictions.parquet")
     if oof:
         table = pd.read_parquet(oof)
-        create_markdown_artifact(
-            markdown=f"# Out-of-fold predictions (first rows of {len(table)})\n\n"
+        _replace_markdown(
+            "oof-table",
+            f"# Out-of-fold predictions (first rows of {len(table)})\n\n"
             f"{oof_preview(table)}\n\nThe whole table:\n\n```\n{oof}\n```\n",
-            key="oof-table",
-            description="OOF predictions preview",
+            f"OOF predictions: first rows of {len(table)}",
         )
     run_logger().debug("artifacts published")

@@ -14,6 +14,7 @@ from tasks.config import TRAINING_CODE_VERSION, FoldRuntime, ModelConfig, stable
 from tasks.errors import retry_unless_permanent
 from tasks.faults import maybe_inject_fault
 from tasks.fit import FitSettings, FoldResult, PreparedFold, epochs_per_call, fit_and_predict
+from tasks.fold_cards import worker_label
 from tasks.folds import FoldSpec
 from tasks.logs import current_attempt, run_logger
 from tasks.progress import ProgressReporter
@@ -82,6 +83,7 @@ def train_fold(
     attempt, _ = current_attempt()
     maybe_inject_fault(fold.index, attempt, runtime.faults)
     tf = import_tensorflow(runtime.threads, runtime.gpu, logger)
+    device = device_label(runtime.gpu, bool(tf.config.get_visible_devices("GPU")))
     with keras_session(fold_seed(seed, fold.index)):
         prepared = PreparedFold.of(_cached_table(data), data.spec, fold)
         how = FitSettings(
@@ -94,17 +96,21 @@ def train_fold(
                 logger=logger,
                 artifacts=runtime.progress_artifacts,
                 label=fold.label,
+                worker=worker_label(),
+                device=device,
             ),
             validate_every=runtime.validate_every,
             jit=uses_xla(model, runtime),
-            device=device_label(runtime.gpu, bool(tf.config.get_visible_devices("GPU"))),
+            device=device,
             attempt=attempt,
         )
         logger.info(
-            "%s/%d attempt %d: training on %d rows, testing on %d, %d epochs, %s, %d thread(s)%s",
-            fold.label, fold.n_folds, attempt, len(prepared.train), len(prepared.test),
-            model.epochs, how.device, runtime.threads, ", XLA" if how.jit else "",
+            "%s/%d attempt %d on worker %s (%s): training on %d rows, testing on %d, %d epochs, "
+            "%d thread(s)%s", fold.label, fold.n_folds, attempt, worker_label(), how.device,
+            len(prepared.train), len(prepared.test), model.epochs, runtime.threads,
+            ", XLA" if how.jit else "",
         )  # fmt: skip
+        how.progress.start()
         result = fit_and_predict(tf, prepared, model, how)
     logger.info(
         "%s: %s, %.1f s", fold.label,

@@ -40,7 +40,7 @@ def test_rate_limiter_reports_first_last_and_every_n_but_not_too_often():
 
 def test_progress_cards_carry_the_fold_in_their_key_and_the_numbers_in_their_text():
     text = progress_description("fold-2.3", 250, 500)
-    assert text == "fold 2.3: 250 of 500 epochs (50 %)"  # what the UI's artifact card shows
+    assert text == "fold 2.3 · 250/500 epochs · 50 %"  # what the UI's artifact card shows
     assert progress_key("fold-2.3") == "fold-2-3"  # what the terminal matches (a valid key)
     assert progress_key("fold-4") == "fold-4"
 

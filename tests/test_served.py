@@ -359,6 +359,7 @@ def test_failed_deployment_run_is_retried_and_retrains_only_the_failed_fold(serv
         failed = client.read_flow_run(flow_run.id)  # as left once that serve stopped
         assert failed.state.is_failed(), f"{failed.state!r}\n{launcher.logs()}"
         assert "fold 3" in (failed.state.message or ""), failed.state.message
+        assert "failed-fold-3" in failed.tags, failed.tags  # what the Runs list shows
         first = {r.name: r for r in fold_task_runs(client, failed.id)}
         assert {n: r.state.name for n, r in first.items()} == {
             **dict.fromkeys(FOLDS - {"fold-3"}, "Completed"),
@@ -400,10 +401,15 @@ def test_failed_deployment_run_is_retried_and_retrains_only_the_failed_fold(serv
                                            flow_run_id=ArtifactFilterFlowRunId(any_=[failed.id])),
             sort=ArtifactSort.CREATED_DESC,
         )  # fmt: skip
-        assert len(failed_folds) == 2, failed_folds
-        latest, earlier = failed_folds
-        assert "fold-3" in json.dumps(earlier.data), earlier.data
-        assert "no failed folds" in json.dumps(latest.data), latest.data
+        # One failed-folds card: the retry's replaced the first attempt's, whose reason it keeps.
+        assert len(failed_folds) == 1, failed_folds
+        assert "no failed folds" in json.dumps(failed_folds[0].data), failed_folds[0].data
+        assert failed_folds[0].description.startswith(
+            "No failed folds (attempt 2; before: fold 3 failed after 1 attempt: InjectedFault"
+        ), failed_folds[0].description
+        # The Runs list: the failure's tag is gone, the score's is there.
+        assert "failed-fold-3" not in retried.tags, retried.tags
+        assert [t for t in retried.tags if t.startswith("acc-")], retried.tags
 
     metrics = json.loads((tmp_path / "output" / "metrics.json").read_text())
     by_fold = {f["fold"]: f for f in metrics["folds"]}

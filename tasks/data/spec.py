@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks.form import form_schema
+
 MISSING_LEVEL = "missing"  # the category that stands for a missing categorical cell
 ROW_KEY = "row"  # the key column when the file has no id column: 0-based file position
 
@@ -21,7 +23,9 @@ _SCHEMA_FIELDS = (
 class DataSpec(BaseModel):
     """What the user says about their table; anything left out is inferred from the data."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra=form_schema(("target", "task"))
+    )
 
     preset: PresetName | None = Field(
         default=None,
