@@ -57,13 +57,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    """Print the resolved DataSpec as YAML (declared plus inferred), training nothing."""
+    """Print the whole resolved CVConfig as YAML, training nothing: `run --config` reproduces it."""
     import logging
 
     import yaml
 
     from flows.fetch import fetch_source
     from tasks.clean import describe_spec
+    from tasks.config import CVConfig
     from tasks.data.read import read_table
     from tasks.data.resolve import resolve_spec
     from tasks.data.spec import declared_spec
@@ -76,8 +77,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"# data spec of {raw.source}: {resolved.n_rows} rows")
     for line in describe_spec(resolved):
         print(f"# {line}")
-    declared = declared_spec(resolved, config.data).model_dump(mode="json", exclude_defaults=True)
-    print(yaml.safe_dump({"source": raw.source, "data": declared}, sort_keys=False), end="")
+    print("# the whole run config: `foldflow run --config <this file>` reproduces the run")
+    declared = declared_spec(resolved, config.data)
+    whole = CVConfig.model_validate(
+        {**config.model_dump(mode="json"), "source": raw.source, "data": declared.model_dump()}
+    )
+    text = yaml.safe_dump(whole.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
+    print(text, end="")
     return 0
 
 

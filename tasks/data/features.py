@@ -130,7 +130,8 @@ def _levels(cells: Cells, s: DataSpec, name: str, column: pd.Series) -> list[str
     ):
         cells.warn(
             f"{cells.label}: dropping column {name!r}: {len(levels)} distinct values in "
-            f"{n_present} rows looks like an identifier or free text"
+            f"{n_present} rows looks like an identifier or free text (if it is a unique row "
+            f"key, pass --id-column {name})"
         )
         return None
     if len(levels) <= s.max_categories:

@@ -36,7 +36,8 @@ class DataSpec(BaseModel):
     )
     id_column: str | None = Field(
         default=None,
-        description="Unique row id (kept exactly, never a feature); none = row number.",
+        description="Unique row id (kept exactly, never a feature); none = the one unique "
+        "column named id, ID or <name>_id if there is one, else the row number.",
     )
     categorical: list[str] = Field(
         default=[], description="Columns to one-hot encode even if they look numeric."
