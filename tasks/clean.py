@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from prefect import task
 
 from tasks.config import stable_hash
+from tasks.data.features import describe_filled
 from tasks.data.read import read_table
 from tasks.data.spec import DataSpec, ResolvedSpec
 from tasks.data.table import resolve_table
@@ -130,6 +131,9 @@ def describe_spec(spec: ResolvedSpec) -> list[str]:
         lines.append(f"classes: {spec.classes}")
     if spec.dropped:
         lines.append("dropped: " + "; ".join(f"{c} ({why})" for c, why in spec.dropped.items()))
+    filled = describe_filled(spec.missing_filled)
+    if filled:
+        lines.append(filled)
     if spec.excluded_target_rows:
         lines.append(f"rows without a target, left out: {spec.excluded_target_rows}")
     return lines

@@ -9,13 +9,15 @@ import pytest
 from pydantic import ValidationError
 from sklearn.model_selection import GroupKFold
 
-from tasks.clean import clean_to_parquet, load_table
+from tasks.clean import clean_to_parquet, describe_spec, load_table
 from tasks.config import CVConfig
+from tasks.data.features import add_fold_fills
 from tasks.data.read import read_table
 from tasks.data.spec import DataSpec
 from tasks.data.table import resolve_table
 from tasks.errors import DataValidationError
 from tasks.folds import group_values, plan_folds
+from tasks.preprocess import fit_preprocessor
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +121,40 @@ def test_group_values_read_numbers_as_numbers_and_keep_text():
     assert group_values(pd.Series(["2", "10", "-3"], dtype="string")).tolist() == [2, 10, -3]
     assert group_values(pd.Series(["2.5", "10"], dtype="string")).dtype == np.float64
     assert group_values(pd.Series(["a", "10"], dtype="string")).tolist() == ["a", "10"]
+
+
+def test_missing_cells_are_counted_and_said(tmp_path):
+    x1 = np.arange(60, dtype=float)
+    x1[[4, 9, 30]] = np.nan
+    colour = np.array(["red", "blue", None] * 20, dtype=object)
+    path = table_csv(tmp_path, x3=x1, colour=colour)
+    resolved, _, _ = resolve(path, DataSpec(target="y"))
+    assert resolved.missing_filled == {
+        "x3": {"cells": 3, "with": "median", "value": None},  # fold scope: per fold
+        "colour": {"cells": 20, "with": "level", "value": "missing"},
+    }
+    line = describe_spec(resolved)[-1]
+    assert line == (
+        "missing cells filled: 'x3' 3 with the median of each fold's training rows; "
+        "'colour' 20 with the level 'missing'"
+    )
+    # global scope: the one median every row is filled with, as preprocessing computes it
+    scoped, table, _ = resolve(path, DataSpec(target="y", preprocess_scope="global"))
+    fill = fit_preprocessor(table, scoped, None)["numeric"]["x3"]["fill"]
+    assert scoped.missing_filled["x3"]["value"] == fill == np.nanmedian(x1)
+    assert f"'x3' 3 with the median of all rows, {fill:g}" in describe_spec(scoped)[-1]
+    full = resolve(table_csv(tmp_path, x3=np.arange(60.0)), DataSpec(target="y"))[0]
+    assert full.missing_filled == {} and not any("filled" in x for x in describe_spec(full))
+
+
+def test_fold_fills_join_the_report_per_fold():
+    report = {
+        "a": {"cells": 2, "with": "median", "value": None},
+        "g": {"cells": 1, "with": "median", "value": 4.5},
+        "c": {"cells": 1, "with": "level", "value": "missing"},
+    }
+    fills = {"fold-1": {"a": 1.0, "g": 4.5}, "fold-2": {"a": 2.0, "g": 4.5}}
+    out = add_fold_fills(report, fills)
+    assert out["a"]["folds"] == {"fold-1": 1.0, "fold-2": 2.0}
+    assert "folds" not in out["g"] and "folds" not in out["c"]
+    assert "folds" not in report["a"]  # the resolved spec's report is not changed

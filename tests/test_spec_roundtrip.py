@@ -3,6 +3,7 @@ fold cache keys, same OOF table), and the same rows as Parquet share the CSV's f
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,16 @@ def test_inspect_round_trips_the_whole_run(tmp_path, capsys):
     b = pd.read_parquet(tmp_path / "out-b" / "oof_predictions.parquet")
     pd.testing.assert_frame_equal(a, b)
     assert a["id"].tolist() == list(range(1, 121))
+    # the missing-value report: the 2 blank bmi cells, filled with each fold's training median
+    written = json.loads((tmp_path / "out-a" / "metrics.json").read_text())
+    bmi = written["data"]["missing_filled"]["bmi"]
+    assert (bmi["cells"], bmi["with"], sorted(written["data"]["missing_filled"])) == (
+        2, "median", ["bmi"]
+    )
+    rows = pd.read_csv(csv).set_index("id").loc[a["id"]]
+    for k in (1, 2, 3):
+        training = rows["bmi"].to_numpy()[a["fold"].to_numpy() != k]
+        assert bmi["folds"][f"fold-{k}"] == pd.Series(training).median()
     assert first["metrics"]["rmse"] == second["metrics"]["rmse"]
     # no group has rows in two folds
     groups = pd.read_parquet(tmp_path / "out-a" / "oof_predictions.parquet")

@@ -59,6 +59,7 @@ def resolve_cells(cells: Cells, spec: DataSpec) -> ResolvedSpec:
     vocabularies = features.vocabularies(cells, s, preset, categorical, policies, dropped)
     zscore = features.zscore_columns(cells, s, numeric, categorical)
     features.check_one_hot_names(cells, categorical, vocabularies, dropped)
+    filled = features.missing_filled(cells, numeric, categorical, policies, s.resolved_scope())
     return ResolvedSpec(
         target=s.target or "",
         task=task,  # type: ignore[arg-type]
@@ -80,6 +81,7 @@ def resolve_cells(cells: Cells, spec: DataSpec) -> ResolvedSpec:
         preset=preset,
         id_dtype=id_dtype,
         warnings=list(cells.notes),
+        missing_filled=filled,
     )
 
 

@@ -183,6 +183,8 @@ class ResolvedSpec:
     preset: str | None = None
     id_dtype: Literal["int64", "string"] = "string"
     warnings: list[str] = field(default_factory=list)
+    # feature columns with gaps: {"cells": n, "with": "median" | "level", "value": ...}
+    missing_filled: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def features(self) -> list[str]:
         """Numeric columns, then each categorical column's one-hot columns in vocabulary order."""
