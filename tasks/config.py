@@ -316,6 +316,12 @@ class PredictConfig(BaseModel):
     )
     cache_dir: str = Field(default=".foldflow/cache", description="Where downloads are kept.")
     download: DownloadConfig = DownloadConfig()
+    keep: list[str] = Field(
+        default=[], description="Input columns copied into the predictions file, after the key."
+    )
+    keep_all: bool = Field(
+        default=False, description="Copy every input column into the predictions file."
+    )
 
 
 class GridEntry(BaseModel):

@@ -142,7 +142,7 @@ def test_missing_cells_are_counted_and_said(tmp_path):
     scoped, table, _ = resolve(path, DataSpec(target="y", preprocess_scope="global"))
     fill = fit_preprocessor(table, scoped, None)["numeric"]["x3"]["fill"]
     assert scoped.missing_filled["x3"]["value"] == fill == np.nanmedian(x1)
-    assert f"'x3' 3 with the median of all rows, {fill:g}" in describe_spec(scoped)[-1]
+    assert f"'x3' 3 with the median of all rows, {fill:.10g}" in describe_spec(scoped)[-1]
     full = resolve(table_csv(tmp_path, x3=np.arange(60.0)), DataSpec(target="y"))[0]
     assert full.missing_filled == {} and not any("filled" in x for x in describe_spec(full))
 

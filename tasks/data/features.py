@@ -213,7 +213,7 @@ def describe_filled(report: dict[str, dict[str, object]]) -> str | None:
         elif entry["value"] is None:
             how = "the median of each fold's training rows"
         else:
-            how = f"the median of all rows, {entry['value']:g}"
+            how = f"the median of all rows, {entry['value']:.10g}"
         parts.append(f"{name!r} {entry['cells']} with {how}")
     return "missing cells filled: " + "; ".join(parts)
 
