@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="compare regularizers on the same folds")
     compare.add_argument("--grid", help="YAML/JSON grid of named model changes")
     compare.add_argument("--baseline", help="grid entry to test against (default: l1-activity)")
-    add_config_options(compare)
+    compare_out = CompareConfig.model_fields["cv"].default.output_dir  # not run's "output"
+    add_config_options(compare, defaults={"output_dir": compare_out})
     compare.set_defaults(func=cmd_compare)
     serve = sub.add_parser("serve", help="serve a deployment of prefect.yaml on its schedule")
     serve.add_argument(
