@@ -158,7 +158,7 @@ def clean_to_parquet(
 ) -> CleanedData:
     """Validate once per distinct (content, spec); later runs reuse the cached Parquet file."""
     logger = run_logger()
-    downloads = Path(cache_dir).expanduser().resolve() / "downloads"
+    downloads = Path(cache_dir.removeprefix("file://")).expanduser().resolve() / "downloads"
     fetched = Path(raw_path).resolve().is_relative_to(downloads)  # a local file is read in place
     label = f"{source} (downloaded to {raw_path})" if fetched and source else source or raw_path
     target = cache_path(cache_dir, raw_sha256, spec)
