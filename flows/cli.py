@@ -60,13 +60,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    """Print the resolved DataSpec as YAML (declared plus inferred), training nothing."""
+    """Print the whole resolved CVConfig as YAML, training nothing: `run --config` reproduces it."""
     import logging
 
     import yaml
 
     from flows.fetch import fetch_source
     from tasks.clean import describe_spec
+    from tasks.config import CVConfig
     from tasks.data.read import read_table
     from tasks.data.resolve import resolve_spec
     from tasks.data.spec import declared_spec
@@ -79,8 +80,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"# data spec of {raw.source}: {resolved.n_rows} rows")
     for line in describe_spec(resolved):
         print(f"# {line}")
-    declared = declared_spec(resolved, config.data).model_dump(mode="json", exclude_defaults=True)
-    print(yaml.safe_dump({"source": raw.source, "data": declared}, sort_keys=False), end="")
+    print("# the whole run config: `foldflow run --config <this file>` reproduces the run")
+    declared = declared_spec(resolved, config.data)
+    whole = CVConfig.model_validate(
+        {**config.model_dump(mode="json"), "source": raw.source, "data": declared.model_dump()}
+    )
+    text = yaml.safe_dump(whole.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
+    print(text, end="")
     return 0
 
 
@@ -217,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="compare regularizers on the same folds")
     compare.add_argument("--grid", help="YAML/JSON grid of named model changes")
     compare.add_argument("--baseline", help="grid entry to test against (default: l1-activity)")
-    add_config_options(compare)
+    compare_out = CompareConfig.model_fields["cv"].default.output_dir  # not run's "output"
+    add_config_options(compare, defaults={"output_dir": compare_out})
     add_verbose_option(compare)
     compare.set_defaults(func=cmd_compare)
     serve = sub.add_parser("serve", help="serve a deployment of prefect.yaml on its schedule")

@@ -67,10 +67,13 @@ def _unwrap(annotation: Any) -> Any:
             return annotation
 
 
-def _argument_kwargs(name: str, info: FieldInfo) -> dict[str, Any] | None:
+def _argument_kwargs(
+    name: str, info: FieldInfo, default: Any = None
+) -> dict[str, Any] | None:
     """argparse keyword arguments for one pydantic field (None: not settable from the CLI)."""
     kind = _unwrap(info.annotation)
-    default = info.get_default(call_default_factory=True)
+    if default is None:
+        default = info.get_default(call_default_factory=True)
     shown = "none" if default is None else default
     if isinstance(shown, list):
         shown = ",".join(map(str, shown)) or "none"
@@ -97,14 +100,18 @@ def _dest(section: str | None, name: str) -> str:
 
 
 def add_config_options(
-    parser: argparse.ArgumentParser, sections: tuple = SECTIONS, kind: str = "CVConfig"
+    parser: argparse.ArgumentParser,
+    sections: tuple = SECTIONS,
+    kind: str = "CVConfig",
+    defaults: dict[str, Any] | None = None,
 ) -> None:
-    """One option per field of the config models, grouped by section."""
+    """One option per field of the config models, grouped by section; `defaults` (by dest)
+    are the command's own defaults where they differ from the field's, for the help text."""
     parser.add_argument("--config", help=f"JSON or YAML file with a {kind}; options override it")
     for section, model, prefix in sections:
         group = parser.add_argument_group(GROUP_TITLES[section])
         for name, info in model.model_fields.items():
-            kwargs = _argument_kwargs(name, info)
+            kwargs = _argument_kwargs(name, info, (defaults or {}).get(_dest(section, name)))
             if kwargs is None:
                 continue
             flag = "--" + prefix + RENAMED.get(name, name).replace("_", "-")

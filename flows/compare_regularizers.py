@@ -8,7 +8,7 @@ from prefect import flow, unmapped
 from flows.cross_validate import fetch_and_clean
 from flows.execution import fold_execution, fold_outcomes, fold_task, track_folds_done
 from flows.naming import short_run_id, tag_flow_run
-from tasks.compare import compare_configurations
+from tasks.compare import compare_configurations, model_labels
 from tasks.config import CompareConfig
 from tasks.folds import plan_folds
 from tasks.join import join_out_of_fold
@@ -48,13 +48,13 @@ def compare_regularizers(config: CompareConfig = CompareConfig()) -> dict[str, A
 
     # Fan-in: one join per configuration, then the comparison.
     results: dict[str, RunMetrics] = {}
+    labels = model_labels(models, cv.model)  # distinct, even where label() is the same
     for name, model in models.items():
-        run = RunInfo(name=name, model_label=model.label(), config=model.model_dump(mode="json"))
+        run = RunInfo(name=name, model_label=labels[name], config=model.model_dump(mode="json"))
         joined = join_out_of_fold.with_options(task_run_name=f"join-{name}")(
             data, folds, outcomes[name], str(Path(output_dir) / name), run, cv.min_folds
         )
         results[name] = joined.metrics
-    labels = {name: model.label() for name, model in models.items()}
     summary = compare_configurations(results, labels, config.baseline, output_dir)
     return {
         "best": summary["best"],

@@ -10,6 +10,7 @@ from flows.naming import short_run_id
 from tasks.config import PredictConfig
 from tasks.logs import run_logger
 from tasks.predict import (
+    add_kept,
     read_new_rows,
     score_against_truth,
     score_rows,
@@ -31,7 +32,7 @@ def predict(config: PredictConfig = PredictConfig()) -> dict[str, Any]:
     bundle = verify_bundle(config.model, config.use)
     raw = fetch_source(config.source, config.cache_dir, config.download)
     label = redact_source(config.source)
-    rows = read_new_rows(raw.path, label, bundle)
+    rows = read_new_rows(raw.path, label, bundle, config.keep, config.keep_all)
     predictions, unseen = score_rows(bundle, rows, config.use)
     metrics = score_against_truth(predictions, rows.truth, bundle.spec)
     if metrics is not None:
@@ -40,7 +41,7 @@ def predict(config: PredictConfig = PredictConfig()) -> dict[str, Any]:
             metrics["n"],
             ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "n"),
         )
-    output = write_predictions(predictions, config.output)
+    output = write_predictions(add_kept(predictions, rows.kept, bundle.spec.key), config.output)
     return {
         "output": output,
         "rows": len(predictions),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 
@@ -10,13 +11,17 @@ def print_summary(result: dict[str, Any], seconds: float) -> None:
     from tasks.metrics import RunMetrics
 
     metrics, paths = RunMetrics.model_validate(result["metrics"]), result["paths"]
+    started = time.time() - seconds  # a fold finished before this command came from the cache
     score_names = list(metrics.folds[0].scores) if metrics.folds else []
     print("\n" + f"{'fold':>8}  " + "  ".join(f"{n:>9}" for n in score_names) + "  train-s  worker")
     for row in metrics.folds:
         scores = "  ".join(f"{row.scores[n]:>9.4f}" for n in score_names)
-        print(
-            f"{row.label:>8}  {scores}  {row.train_seconds:>7.1f}  {row.worker} ({row.device})"
-        )
+        took = f"{row.train_seconds:>7.1f}" if row.finished_at >= started else f"{'cached':>7}"
+        print(f"{row.label:>8}  {scores}  {took}  {row.worker} ({row.device})")
+    cached = sum(row.finished_at < started for row in metrics.folds)
+    if cached:
+        print(f"{cached} of {len(metrics.folds)} folds came from the cache, trained by an "
+              "earlier run (--refresh retrains them)")  # fmt: skip
     for failure in metrics.failed_folds:
         print(f"{failure.label:>8}  FAILED  {failure.error}")
     partial = "  (PARTIAL)" if metrics.partial else ""

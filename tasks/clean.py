@@ -7,6 +7,7 @@ fitted later, on each fold's training rows or on the whole table (`tasks/preproc
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 from prefect import task
 
 from tasks.config import stable_hash
+from tasks.data.features import describe_filled
 from tasks.data.read import read_table
 from tasks.data.spec import DataSpec, ResolvedSpec
 from tasks.data.table import resolve_table
@@ -28,8 +30,12 @@ from tasks.outputs import write_atomic
 # Bump when the validation or the cached table's layout changes: every cache is then rebuilt.
 # clean-v2: a typed table per (content, DataSpec); preprocessing moved into the fold tasks.
 # clean-v3: undeclared text that is nearly all distinct is dropped at any number of levels.
-# clean-v4: undeclared date columns are dropped (as dates), not typed as categories or text.
+# clean-v4: undeclared date columns are dropped (as dates), not typed as categories or text;
+# and the data key is the typed table's content plus the decisions that shape training
+# (not the raw bytes and the declared spec), so equal tables share folds; missing-cell counts.
 CLEAN_VERSION = "clean-v4"
+# ResolvedSpec fields that say why or what was left out, not what trains: not in the data key.
+_NOT_IN_DATA_KEY = ("task_reason", "dropped", "warnings")
 METADATA_KEY = b"foldflow"
 
 
@@ -69,10 +75,26 @@ def cache_path(cache_dir: str, raw_sha256: str, spec: DataSpec) -> Path:
     return Path(cache_dir) / "cleaned" / f"{raw_sha256}-{spec_key(spec)}-{CLEAN_VERSION}.parquet"
 
 
-def _handle(path: Path, raw_sha256: str, spec: DataSpec, meta: dict[str, Any]) -> CleanedData:
+def content_key(table: pd.DataFrame, resolved: ResolvedSpec) -> str:
+    """Name the typed table by its cells and the decisions that shape training, not its file.
+
+    The same rows from a CSV or a Parquet file, or under an inferred spec and the same spec
+    declared (`foldflow inspect`), give the same key, so they share cached folds.
+    """
+    cells = pd.util.hash_pandas_object(table, index=False).to_numpy()
+    decisions = {k: v for k, v in resolved.to_dict().items() if k not in _NOT_IN_DATA_KEY}
+    payload = {
+        "columns": [[str(c), str(t)] for c, t in table.dtypes.items()],
+        "cells": hashlib.sha256(cells.tobytes()).hexdigest(),
+        "spec": decisions,
+    }
+    return f"{stable_hash(payload, 32)}-{CLEAN_VERSION}"
+
+
+def _handle(path: Path, raw_sha256: str, meta: dict[str, Any]) -> CleanedData:
     return CleanedData(
         path=str(path),
-        data_key=f"{raw_sha256}-{spec_key(spec)}-{CLEAN_VERSION}",
+        data_key=meta["data_key"],
         raw_sha256=raw_sha256,
         n_rows=int(meta["n_rows"]),
         spec_json=json.dumps(meta["spec"], sort_keys=True),
@@ -103,10 +125,16 @@ def describe_spec(spec: ResolvedSpec) -> list[str]:
         f"numeric: {spec.numeric} (z-scored: {spec.zscore})",
         f"categorical: {spec.categorical}",
     ]
+    if spec.group_column:
+        lines.append(f"group column: {spec.group_column!r} (a group's rows share a fold; "
+                     "never a feature)")  # fmt: skip
     if spec.classes:
         lines.append(f"classes: {spec.classes}")
     if spec.dropped:
         lines.append("dropped: " + "; ".join(f"{c} ({why})" for c, why in spec.dropped.items()))
+    filled = describe_filled(spec.missing_filled)
+    if filled:
+        lines.append(filled)
     if spec.excluded_target_rows:
         lines.append(f"rows without a target, left out: {spec.excluded_target_rows}")
     return lines
@@ -131,7 +159,9 @@ def clean_to_parquet(
 ) -> CleanedData:
     """Validate once per distinct (content, spec); later runs reuse the cached Parquet file."""
     logger = run_logger()
-    label = raw_path if source in (None, raw_path) else f"{source} (downloaded to {raw_path})"
+    downloads = Path(cache_dir.removeprefix("file://")).expanduser().resolve() / "downloads"
+    fetched = Path(raw_path).resolve().is_relative_to(downloads)  # a local file is read in place
+    label = f"{source} (downloaded to {raw_path})" if fetched and source else source or raw_path
     target = cache_path(cache_dir, raw_sha256, spec)
     meta = _read_cached(target)
     if meta is not None:
@@ -146,12 +176,13 @@ def clean_to_parquet(
             "raw_sha256": raw_sha256,
             "n_rows": len(table_df),
             "spec": resolved.to_dict(),
+            "data_key": content_key(table_df, resolved),
         }
         table = pa.Table.from_pandas(table_df, preserve_index=False)
         table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
         write_atomic(target, lambda tmp: pq.write_table(table, tmp))
         logger.info("Cleaned %s: %d rows -> %s", label, len(table_df), target)
-    data = _handle(target, raw_sha256, spec, meta)
+    data = _handle(target, raw_sha256, meta)
     for line in describe_spec(data.spec):
         logger.info("data spec: %s", line)
     publish_spec(data.spec, source or raw_path)

@@ -12,11 +12,34 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from scipy import stats
 
+from tasks.config import ModelConfig
 from tasks.logs import run_logger
 from tasks.metrics import RunMetrics
 from tasks.outputs import staged_files
 
 COMPARISON = "comparison"
+
+
+# ModelConfig fields that ModelConfig.label() already shows.
+LABELLED = ("regularizer", "regularizer_on", "l1", "l2", "dropout")
+
+
+def model_labels(models: dict[str, ModelConfig], base: ModelConfig) -> dict[str, str]:
+    """A distinct label per configuration: its label plus every other field it changes."""
+    base_fields = base.model_dump()
+    labels = {}
+    for name, model in models.items():
+        changed = [
+            f"{field}={value}"
+            for field, value in model.model_dump().items()
+            if field not in LABELLED and value != base_fields[field]
+        ]
+        labels[name] = " ".join([model.label(), *changed])
+    shown = list(labels.values())
+    return {
+        name: label if shown.count(label) == 1 else f"{label} ({name})"
+        for name, label in labels.items()
+    }
 
 
 def paired_test(candidate: list[float], baseline: list[float]) -> dict[str, Any]:

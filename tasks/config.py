@@ -276,6 +276,13 @@ class CVConfig(BaseModel):
             raise ValueError(f"repeats={self.repeats} needs splitter='repeated'")
         if self.splitter == "group" and not self.data.group_column:
             raise ValueError("splitter='group' needs data.group_column (--group-column)")
+        if self.data.group_column and self.splitter != "group":
+            # Silently ignoring the groups would split each group across folds (a leak).
+            raise ValueError(
+                f"data.group_column={self.data.group_column!r} is set but splitter="
+                f"{self.splitter!r} ignores groups, so a group's rows would land in several "
+                "folds; use --splitter group, or remove the group column"
+            )
         return self
 
     def config_hash(self) -> str:
@@ -316,6 +323,12 @@ class PredictConfig(BaseModel):
     )
     cache_dir: str = Field(default=".foldflow/cache", description="Where downloads are kept.")
     download: DownloadConfig = DownloadConfig()
+    keep: list[str] = Field(
+        default=[], description="Input columns copied into the predictions file, after the key."
+    )
+    keep_all: bool = Field(
+        default=False, description="Copy every input column into the predictions file."
+    )
 
 
 class GridEntry(BaseModel):

@@ -11,6 +11,7 @@ from prefect import task
 
 from tasks.clean import CleanedData
 from tasks.config import stable_hash
+from tasks.data.cells import fits_int64
 from tasks.errors import DataValidationError
 from tasks.logs import run_logger
 
@@ -168,6 +169,21 @@ def _group_kfold(n_folds: int, shuffle: bool, seed: int):
     return GroupKFold(n_folds)
 
 
+def group_values(column: pd.Series) -> np.ndarray:
+    """Groups as the column reads: integers as int64, other numbers as float64, else text.
+
+    GroupKFold shuffles the *sorted* distinct groups, so integer groups sorted as text
+    ("10" < "2") would give other folds than scikit-learn's on the same column.
+    """
+    text = column.astype("string")
+    if fits_int64(text):
+        return np.array([int(v) for v in text], dtype=np.int64)
+    numbers = pd.to_numeric(text, errors="coerce")
+    if numbers.notna().all():
+        return numbers.to_numpy(dtype=np.float64)
+    return text.astype(str).to_numpy()
+
+
 def check_partition(test_sets: list[np.ndarray], n_rows: int) -> None:
     """Every row in exactly one test set, or a clear error."""
     counts = np.bincount(np.concatenate(test_sets), minlength=n_rows) if test_sets else None
@@ -237,7 +253,7 @@ def plan_folds(
             f"{spec.target!r} is a regression target"
         )
     groups = (
-        table[spec.group_column].astype(str).to_numpy()
+        group_values(table[spec.group_column])
         if splitter == "group" and spec.group_column
         else None
     )

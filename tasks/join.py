@@ -11,6 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.clean import CleanedData
+from tasks.data.features import add_fold_fills
 from tasks.data.spec import ResolvedSpec
 from tasks.errors import FoldFailedError, FoldflowError
 from tasks.folds import FoldSpec
@@ -226,6 +227,19 @@ def _repeat_score(table: pd.DataFrame, spec: ResolvedSpec) -> float:
     return float((scored["predicted"] == scored[spec.target]).mean())
 
 
+def fold_fills(
+    results: list[FoldResult], folds: list[FoldSpec]
+) -> dict[str, dict[str, float | None]]:
+    """Each fold's fitted fill per numeric column, by fold label (for the missing-value report)."""
+    labels = {(f.repeat, f.index): f.label for f in folds}
+    return {
+        labels[(r.repeat, r.fold)]: {
+            name: p.get("fill") for name, p in r.preprocess.get("numeric", {}).items()
+        }
+        for r in sorted(results, key=lambda r: (r.repeat, r.fold))
+    }
+
+
 @task(name="join", task_run_name="join", cache_policy=NO_CACHE)
 def join_out_of_fold(
     data: CleanedData,
@@ -273,6 +287,7 @@ def join_out_of_fold(
     table = tables[0] if len(tables) == 1 else pool_repeats(tables, spec)
     metrics = compute_metrics(table, truth, spec, results, failed, folds)
     metrics.data_sha256 = data.raw_sha256
+    metrics.data["missing_filled"] = add_fold_fills(spec.missing_filled, fold_fills(results, folds))
     metrics.run = run or RunInfo()
     if len(tables) > 1:
         metrics.repeat_scores = [_repeat_score(t, spec) for t in tables]

@@ -51,15 +51,50 @@ class NewRows:
     table: pd.DataFrame
     truth: pd.Series | None  # by position; NA where a row has no target
     warnings: list[str]
+    kept: pd.DataFrame | None = None  # input columns to copy through, as read (text)
+
+
+def kept_columns(
+    frame: pd.DataFrame, label: str, spec: ResolvedSpec, keep: list[str], keep_all: bool
+) -> pd.DataFrame | None:
+    """The input columns to copy into the predictions (not the key: it is there already)."""
+    if not keep and not keep_all:
+        return None
+    found = list(frame.columns)
+    absent = [c for c in keep if c not in found]
+    if absent:
+        raise DataValidationError(
+            f"{label}: column(s) {absent} given in --keep not found; found columns {found}"
+        )
+    names = [c for c in (found if keep_all else dict.fromkeys(keep)) if c != spec.key]
+    written = ["predicted", "spread", *[f"p_{c}" for c in spec.classes]]
+    clash = [c for c in names if c in written]
+    if clash:
+        raise DataValidationError(
+            f"{label}: kept column(s) {clash} have the name of a column predict writes "
+            f"({[spec.key, *written]}); rename them in the input or leave them out"
+        )
+    return frame[names].reset_index(drop=True)
+
+
+def add_kept(predictions: pd.DataFrame, kept: pd.DataFrame | None, key: str) -> pd.DataFrame:
+    """The predictions with the kept input columns right after the key, row for row."""
+    if kept is None:
+        return predictions
+    out = predictions.reset_index(drop=True)
+    return pd.concat([out[[key]], kept, out.drop(columns=[key])], axis=1)
 
 
 @task(name="read-new-rows", task_run_name="read-new-rows", cache_policy=NO_CACHE)
-def read_new_rows(path: str, label: str, bundle: Bundle) -> NewRows:
+def read_new_rows(
+    path: str, label: str, bundle: Bundle, keep: list[str] | None = None, keep_all: bool = False
+) -> NewRows:
     """Read and type the new rows as the training table was; the target is optional."""
     logger = run_logger()
     spec = bundle.spec
     frame = read_table(path, label, bundle.declared)
     frame.columns = [str(c).strip() for c in frame.columns]
+    kept = kept_columns(frame, label, spec, list(keep or []), keep_all)
     warnings: list[str] = []
     known = {spec.target, spec.id_column, spec.group_column, *spec.numeric, *spec.categorical}
     extra = [c for c in frame.columns if c not in known and c not in spec.dropped]
@@ -88,7 +123,7 @@ def read_new_rows(path: str, label: str, bundle: Bundle) -> NewRows:
     for message in warnings:
         logger.warning(message)
     logger.info("Read %d rows to score from %s", len(table), label)
-    return NewRows(table=table, truth=truth, warnings=warnings)
+    return NewRows(table=table, truth=truth, warnings=warnings, kept=kept)
 
 
 def unseen_classes(truth: pd.Series, spec: ResolvedSpec, label: str) -> list[str]:

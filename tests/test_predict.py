@@ -44,14 +44,17 @@ def trained(prefect_api, tmp_path_factory) -> Path:  # noqa: ARG001 - needs the 
     return out / "out"
 
 
-def run_predict(tmp_path: Path, model: Path, source: Path, use: str = "ensemble") -> dict:
+def run_predict(
+    tmp_path: Path, model: Path, source: Path, use: str = "ensemble", **changes
+) -> dict:
     return predict(
         PredictConfig(
             model=str(model),
             source=str(source),
-            output=str(tmp_path / "predictions.parquet"),
+            output=str(tmp_path / changes.pop("output", "predictions.parquet")),
             use=use,
             cache_dir=str(tmp_path / "cache"),
+            **changes,
         )
     )
 
@@ -177,4 +180,42 @@ def test_an_empty_source_is_refused(tmp_path, trained, raw):
     empty.write_bytes(b"")
     with pytest.raises(DataValidationError, match=r"empty.csv: the file is empty"):
         run_predict(tmp_path, trained / "model", empty)
+    assert not (tmp_path / "predictions.parquet").exists()
+
+
+def test_kept_columns_are_copied_next_to_the_key(tmp_path, trained, raw):
+    from flows.cli import build_parser
+    from flows.cli_options import PREDICT_SECTIONS, config_from_args
+
+    args = build_parser().parse_args(["predict", "--keep", "colour,job", "--keep-all"])
+    parsed = config_from_args(args, PREDICT_SECTIONS, PredictConfig)
+    assert parsed.keep == ["colour", "job"] and parsed.keep_all is True
+
+    new = raw.assign(colour=[f"c{i}" for i in range(len(raw))]).head(40)
+    source = write_csv(tmp_path, new)
+    plain = pd.read_parquet(run_predict(tmp_path, trained / "model", source)["output"])
+    kept = pd.read_parquet(
+        run_predict(tmp_path, trained / "model", source, keep=["colour", "job"])["output"]
+    )
+    assert list(kept.columns) == ["id", "colour", "job", *plain.columns[1:]]
+    assert kept["colour"].tolist() == new["colour"].tolist()  # row for row, as in the file
+    assert kept["job"].tolist() == new["job"].tolist()
+    pd.testing.assert_frame_equal(kept.drop(columns=["colour", "job"]), plain)
+    every = pd.read_csv(
+        run_predict(tmp_path, trained / "model", source, keep_all=True, output="all.csv")["output"],
+        dtype=str, keep_default_na=False,
+    )  # fmt: skip
+    inputs = [c for c in new.columns if c != "id"]
+    assert list(every.columns) == ["id", *inputs, *plain.columns[1:]]
+    pd.testing.assert_frame_equal(every[inputs], new[inputs].reset_index(drop=True))
+
+
+def test_a_kept_column_that_is_missing_or_clashes_is_named(tmp_path, trained, raw):
+    source = write_csv(tmp_path, raw.head(20))
+    missing = r"new.csv: column\(s\) \['hue'\] given in --keep not found"
+    with pytest.raises(DataValidationError, match=missing):
+        run_predict(tmp_path, trained / "model", source, keep=["job", "hue"])
+    clashing = write_csv(tmp_path, raw.head(20).assign(predicted="x"), "clash.csv")
+    with pytest.raises(DataValidationError, match=r"kept column\(s\) \['predicted'\] have the"):
+        run_predict(tmp_path, trained / "model", clashing, keep_all=True)
     assert not (tmp_path / "predictions.parquet").exists()

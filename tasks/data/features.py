@@ -169,7 +169,8 @@ def _levels(cells: Cells, s: DataSpec, name: str, column: pd.Series) -> list[str
     ):
         cells.warn(
             f"{cells.label}: dropping column {name!r}: {len(levels)} distinct values in "
-            f"{n_present} rows looks like an identifier or free text"
+            f"{n_present} rows looks like an identifier or free text (if it is a unique row "
+            f"key, pass --id-column {name})"
         )
         return None
     if len(levels) <= s.max_categories:
@@ -213,3 +214,56 @@ def check_one_hot_names(
                     f"collides with {owners[dummy]}; rename one of them or --drop one"
                 )
             owners[dummy] = f"the one-hot column of column {name!r} value {value!r}"
+
+
+def missing_filled(
+    cells: Cells, numeric: list[str], categorical: list[str], policies: dict[str, str],
+    scope: str,
+) -> dict[str, dict[str, object]]:
+    """Per feature column with gaps: how many cells are filled, and with what (for the report).
+
+    Global scope fills with one median of every row (computed as `tasks/preprocess.py` does);
+    fold scope with each fold's training-row median, which the join adds per fold.
+    """
+    report: dict[str, dict[str, object]] = {}
+    for name in [*numeric, *categorical]:
+        holes = int(cells.kept[name].isna().sum())
+        if not holes:
+            continue
+        if name in categorical:
+            report[name] = {"cells": holes, "with": "level", "value": MISSING_LEVEL}
+            continue
+        value = None
+        if scope == "global" and policies.get(name) == "median":
+            values = cells.numbers(name)[0]
+            value = float(pd.Series(values[~np.isnan(values)]).median())
+        report[name] = {"cells": holes, "with": "median", "value": value}
+    return report
+
+
+def describe_filled(report: dict[str, dict[str, object]]) -> str | None:
+    """One line naming each column's filled cells, or None when nothing was filled."""
+    if not report:
+        return None
+    parts = []
+    for name, entry in report.items():
+        if entry["with"] == "level":
+            how = f"the level {entry['value']!r}"
+        elif entry["value"] is None:
+            how = "the median of each fold's training rows"
+        else:
+            how = f"the median of all rows, {entry['value']:.10g}"
+        parts.append(f"{name!r} {entry['cells']} with {how}")
+    return "missing cells filled: " + "; ".join(parts)
+
+
+def add_fold_fills(
+    report: dict[str, dict[str, object]], fills: dict[str, dict[str, float | None]]
+) -> dict[str, dict[str, object]]:
+    """The report with each fold's median per column ({fold label: {column: fill}} in)."""
+    out = {}
+    for name, entry in report.items():
+        out[name] = dict(entry)
+        if entry["with"] == "median" and entry["value"] is None:  # fold scope
+            out[name]["folds"] = {label: f.get(name) for label, f in fills.items()}
+    return out

@@ -7,12 +7,15 @@
 #   identifier or free text); less distinct but more than `max_categories` levels -> refused;
 # - a constant column (one value, zero variance) -> dropped with a warning;
 # - undeclared text whose every cell is a date or date-time -> dropped with a warning saying so.
+# - with no id declared, one column named id, ID or <something>_id whose values are unique and
+#   present in every row is the key (said in a warning), never a feature.
 # Task: a text target, or an integer target with <= 20 distinct values -> classification;
 # any other numeric target -> regression. Rows whose target is missing are left out and counted.
 # The jh-simple preset declares everything, in today's order, and ignores extra columns.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import numpy as np
@@ -23,6 +26,7 @@ from tasks.data.cells import Cells, Warn, class_text, fits_int64, missing_rows, 
 from tasks.data.spec import ROW_KEY, DataSpec, PresetName, ResolvedSpec, expand_preset
 
 MAX_CLASSES_INFERRED = 20  # an integer target with at most this many values is a class label
+ID_NAME = re.compile(r"id|.+_id", re.IGNORECASE)  # names taken as the key when unique
 
 
 def resolve_spec(frame: pd.DataFrame, spec: DataSpec, label: str, warn: Warn) -> ResolvedSpec:
@@ -38,6 +42,8 @@ def resolve_cells(cells: Cells, spec: DataSpec) -> ResolvedSpec:
         cells.warn(
             f"{cells.label}: stripped surrounding whitespace from column name(s) {cells.renamed}"
         )
+    if preset is None and s.id_column is None:
+        s = _infer_id_column(cells, s)
     _check_declared(cells, s)
     special = [c for c in (s.target, s.id_column, s.group_column) if c]
     # roles: declared first, then inferred (the preset declares everything and ignores extras)
@@ -55,6 +61,7 @@ def resolve_cells(cells: Cells, spec: DataSpec) -> ResolvedSpec:
     vocabularies = features.vocabularies(cells, s, preset, categorical, policies, dropped)
     zscore = features.zscore_columns(cells, s, numeric, categorical)
     features.check_one_hot_names(cells, categorical, vocabularies, dropped)
+    filled = features.missing_filled(cells, numeric, categorical, policies, s.resolved_scope())
     return ResolvedSpec(
         target=s.target or "",
         task=task,  # type: ignore[arg-type]
@@ -76,7 +83,31 @@ def resolve_cells(cells: Cells, spec: DataSpec) -> ResolvedSpec:
         preset=preset,
         id_dtype=id_dtype,
         warnings=list(cells.notes),
+        missing_filled=filled,
     )
+
+
+def _infer_id_column(cells: Cells, s: DataSpec) -> DataSpec:
+    """A lone undeclared column named like an id (id, ID, <x>_id), unique and full, is the key."""
+    declared = {s.target, s.group_column, *s.categorical, *s.numeric, *s.drop}
+    found = [
+        c for c in cells.columns
+        if c not in declared and ID_NAME.fullmatch(c)
+        and cells.frame[c].notna().all() and not cells.frame[c].duplicated().any()
+    ]  # fmt: skip
+    if len(found) > 1:
+        cells.warn(
+            f"{cells.label}: columns {found} all look like unique row ids; none is taken as the "
+            f"key: pass --id-column <name> (e.g. --id-column {found[0]}) to key the table by one"
+        )
+    if len(found) != 1:
+        return s
+    cells.warn(
+        f"{cells.label}: taking column {found[0]!r} as the key (named like an id, unique, one "
+        "per row; not a feature); pass --id-column <name> to choose another, or "
+        f"--numeric {found[0]} to train on it"
+    )
+    return s.model_copy(update={"id_column": found[0]})
 
 
 def _check_declared(cells: Cells, s: DataSpec) -> None:

@@ -40,7 +40,8 @@ class DataSpec(BaseModel):
     )
     id_column: str | None = Field(
         default=None,
-        description="Unique row id (kept exactly, never a feature); none = row number.",
+        description="Unique row id (kept exactly, never a feature); none = the one unique "
+        "column named id, ID or <name>_id if there is one, else the row number.",
     )
     categorical: list[str] = Field(
         default=[], description="Columns to one-hot encode even if they look numeric."
@@ -186,6 +187,8 @@ class ResolvedSpec:
     preset: str | None = None
     id_dtype: Literal["int64", "string"] = "string"
     warnings: list[str] = field(default_factory=list)
+    # feature columns with gaps: {"cells": n, "with": "median" | "level", "value": ...}
+    missing_filled: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def features(self) -> list[str]:
         """Numeric columns, then each categorical column's one-hot columns in vocabulary order."""
