@@ -17,6 +17,7 @@ from tasks.folds import full_fold, plan_folds
 from tasks.join import join_out_of_fold, split_outcomes
 from tasks.metrics import FailedFold, RunInfo
 from tasks.outputs import check_output_dir
+from tasks.progress import warn_cached_curves
 from tasks.redact import redact_source
 
 
@@ -64,6 +65,7 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
             everything = full_fold(data.n_rows, config.folds)
             refit = execution.runner.submit(train, {"fold": everything, **inputs})
         outcomes = collect_outcomes(futures, folds, refit)
+    warn_cached_curves(outcomes.folds, config.execution.validate_every)
 
     # Fan-in: every prediction back at its own row, the scores, the files.
     try:

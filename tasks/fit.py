@@ -116,11 +116,18 @@ def epochs_per_call(epochs: int, log_every: int, validate_every: int = 0) -> int
     return max(d for d in range(1, min(limit, max(1, log_every)) + 1) if limit % d == 0)
 
 
-def score_test_fold(model: Any, x_test: np.ndarray, y_test: np.ndarray) -> dict[str, float]:
-    """The test fold's loss (and accuracy) mid-training (opt-in `--validate-every`), for curves."""
+def score_test_fold(
+    model: Any, x_test: np.ndarray, y_test: np.ndarray, target_std: float = 1.0
+) -> dict[str, float]:
+    """The test fold's loss and accuracy (or RMSE) mid-training (`--validate-every`), for curves.
+
+    Regression: val_loss is the mean squared error on the z-scored target, val_rmse the RMSE in
+    the target's own units (`target_std` undoes the z-score).
+    """
     out = np.asarray(model(x_test, training=False))
-    if y_test.shape[1] == 1:  # regression: mean squared error on the z-scored target
-        return {"val_loss": float(((out - y_test) ** 2).mean())}
+    if y_test.shape[1] == 1:
+        mse = float(((out - y_test) ** 2).mean())
+        return {"val_loss": mse, "val_rmse": float(np.sqrt(mse) * target_std)}
     probs = np.clip(out, 1e-7, 1.0)
     return {
         "val_loss": float(-(y_test * np.log(probs)).sum(axis=1).mean()),
@@ -203,7 +210,8 @@ def _train(
         losses = trainer.train(*batches)
         logs = {"loss": losses[-1]}
         if validating and done % how.validate_every == 0:
-            logs.update(score_test_fold(net, x_test, y_test))
+            std = prepared.params.get("target", {}).get("std", 1.0)
+            logs.update(score_test_fold(net, x_test, y_test, std))
             how.progress.record_validation(done, logs)
         history["epoch"].extend(float(e) for e in range(done - how.span + 1, done + 1))
         history["loss"].extend(losses)
