@@ -11,12 +11,15 @@ def print_summary(result: dict[str, Any], seconds: float) -> None:
 
     metrics, paths = RunMetrics.model_validate(result["metrics"]), result["paths"]
     score_names = list(metrics.folds[0].scores) if metrics.folds else []
-    print("\n" + f"{'fold':>8}  " + "  ".join(f"{n:>9}" for n in score_names) + "  train-s  worker")
+    stopped = any(row.best_epoch is not None for row in metrics.folds)  # early stopping
+    epochs = "  epochs (best)" if stopped else ""
+    print("\n" + f"{'fold':>8}  " + "  ".join(f"{n:>9}" for n in score_names)
+          + f"{epochs}  train-s  worker")  # fmt: skip
     for row in metrics.folds:
         scores = "  ".join(f"{row.scores[n]:>9.4f}" for n in score_names)
-        print(
-            f"{row.label:>8}  {scores}  {row.train_seconds:>7.1f}  {row.worker} ({row.device})"
-        )
+        used = f"  {f'{row.epochs} ({row.best_epoch})':>13}" if stopped else ""
+        where = f"{row.worker} ({row.device})"
+        print(f"{row.label:>8}  {scores}{used}  {row.train_seconds:>7.1f}  {where}")
     for failure in metrics.failed_folds:
         print(f"{failure.label:>8}  FAILED  {failure.error}")
     partial = "  (PARTIAL)" if metrics.partial else ""

@@ -156,6 +156,7 @@ def fold_metrics(res: FoldResult, label: str) -> FoldMetrics:
         repeat=res.repeat,
         label=label,
         n_test=int(len(res.test_positions)),
+        best_epoch=int(res.history["best_epoch"][0]) if res.history.get("best_epoch") else None,
         **res.run.model_dump(),
     )
 

@@ -35,6 +35,8 @@ class FoldMetrics(FoldRun):
     repeat: int = 0
     label: str
     n_test: int
+    # early stopping: the epoch whose weights the fold kept (`epochs` is how many it trained)
+    best_epoch: int | None = None
 
 
 class FailedFold(BaseModel):

@@ -66,15 +66,17 @@ class ProgressReporter:
         self._log = RateLimiter(self.log_every, self.epochs, min_seconds=0.0)
         self._bar = RateLimiter(max(1, self.epochs // 20), self.epochs, self.min_seconds)
 
-    def _update_artifact(self, epoch: int) -> None:
+    def _update_artifact(self, epoch: int, note: str = "") -> None:
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
         from prefect.context import TaskRunContext
 
         if not self.artifacts or TaskRunContext.get() is None:
             return
-        percent = 100.0 * epoch / self.epochs
+        percent = 100.0 if note else 100.0 * epoch / self.epochs
         # The UI's artifact cards show the description, not the value: it carries the numbers.
-        description = progress_description(self.label or f"fold-{self.fold}", epoch, self.epochs)
+        description = note or progress_description(
+            self.label or f"fold-{self.fold}", epoch, self.epochs
+        )
         try:
             if self._artifact_id is None:
                 self._artifact_id = create_progress_artifact(
@@ -111,6 +113,18 @@ class ProgressReporter:
                 target=context.run, args=(self._update_artifact, epoch), daemon=True
             )
             self._sender.start()
+
+    def stopped_early(self, epoch: int, best: int, best_loss: float) -> None:
+        """Early stopping ended the fold at `epoch`: say so, and show its progress as done."""
+        name = self.label or f"fold-{self.fold}"
+        note = (
+            f"{name.replace('fold-', 'fold ', 1)}: stopped early at epoch {epoch} of "
+            f"{self.epochs} (best {best}, validation loss {best_loss:.4f})"
+        )
+        self.logger.info("%s; its weights of epoch %d restored", note, best)
+        if self._sender is not None and self._sender.is_alive():
+            self._sender.join(timeout=30)
+        self._update_artifact(epoch, note)
 
     def record_validation(self, epoch: int, scores: dict[str, float]) -> None:
         """Keep the test-fold scores of this epoch for the learning curves.

@@ -21,6 +21,7 @@ def fold_rows(metrics: RunMetrics) -> list[dict[str, Any]]:
                 "fold": f.label,
                 **{name: round(value, 4) for name, value in f.scores.items()},
                 "epochs": f.epochs,
+                **({"best_epoch": f.best_epoch} if f.best_epoch is not None else {}),
                 "train_seconds": round(f.train_seconds, 2),
                 "worker": f.worker,
                 "device": f.device,
@@ -75,8 +76,8 @@ def render_summary(metrics: RunMetrics, paths: dict[str, str]) -> str:
         "",
         "## Per fold",
         "",
-        "| fold | " + " | ".join(score_names) + " | seconds | worker | attempt |",
-        "|---|" + "---:|" * len(score_names) + "---:|---|---:|",
+        "| fold | " + " | ".join(score_names) + " | epochs | seconds | worker | attempt |",
+        "|---|" + "---:|" * len(score_names) + "---:|---:|---|---:|",
     ]
     for row in rows:
         if row["status"] != "ok":
@@ -84,7 +85,7 @@ def render_summary(metrics: RunMetrics, paths: dict[str, str]) -> str:
             continue
         scores = " | ".join(f"{row[name]:.4f}" for name in score_names)
         lines.append(
-            f"| {row['fold']} | {scores} | {row['train_seconds']:.1f} | "
+            f"| {row['fold']} | {scores} | {_epochs_cell(row)} | {row['train_seconds']:.1f} | "
             f"{row['worker']} ({row['device']}) | {row['attempt']} |"
         )
     if metrics.task == "classification":
@@ -93,7 +94,15 @@ def render_summary(metrics: RunMetrics, paths: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_FOLD_COLUMNS = {"fold", "epochs", "train_seconds", "worker", "device", "attempt", "status"}
+def _epochs_cell(row: dict[str, Any]) -> str:
+    """Epochs trained, and the best one kept when early stopping ended the fold."""
+    best = row.get("best_epoch")
+    return f"{row['epochs']}" + (f" (best {best})" if best is not None else "")
+
+
+_FOLD_COLUMNS = {
+    "fold", "epochs", "best_epoch", "train_seconds", "worker", "device", "attempt", "status"
+}  # fmt: skip
 
 
 def _class_tables(metrics: RunMetrics) -> list[str]:
