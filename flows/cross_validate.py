@@ -9,6 +9,7 @@ from prefect.states import Failed, State
 from flows.execution import collect_outcomes, fold_execution, fold_task
 from flows.fetch import fetch_source
 from flows.naming import short_run_id, tag_flow_run
+from tasks.baseline import linear_baseline
 from tasks.bundle import write_model_bundle
 from tasks.clean import CleanedData, clean_to_parquet
 from tasks.config import CVConfig
@@ -64,13 +65,14 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
         if config.refit:
             everything = full_fold(data.n_rows, config.folds)
             refit = execution.runner.submit(train, {"fold": everything, **inputs})
+        linear = linear_baseline(data, folds) if config.linear_baseline else None  # seconds
         outcomes = collect_outcomes(futures, folds, refit)
     warn_cached_curves(outcomes.folds, config.execution.validate_every)
 
     # Fan-in: every prediction back at its own row, the scores, the files.
     try:
         joined = join_out_of_fold(
-            data, folds, outcomes.folds, output_dir, run_info(config), config.min_folds
+            data, folds, outcomes.folds, output_dir, run_info(config), config.min_folds, linear
         )
     except FoldFailedError as err:
         # The run's state message is what the UI shows first: start it with the failed fold.

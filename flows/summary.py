@@ -29,12 +29,20 @@ def print_summary(result: dict[str, Any], seconds: float) -> None:
             f"fold RMSE: {metrics.mean_rmse:.4f} ± {metrics.std_rmse:.4f}; MAE {metrics.mae:.4f}; "
             f"R² {metrics.r2:.4f}; baseline RMSE (training-fold mean) {metrics.baseline_rmse:.4f}"
         )
+        if metrics.mape is not None:
+            print(f"MAPE {100 * metrics.mape:.2f} %")
     else:
         print(f"\nfinal accuracy (out-of-fold): {metrics.final_accuracy:.4f}{partial}")
         print(
             f"fold accuracy: {metrics.mean_accuracy:.4f} ± {metrics.std_accuracy:.4f}; "
             f"log-loss {metrics.log_loss:.4f}; majority class {metrics.majority_accuracy:.4f}"
         )
+        if metrics.roc_auc is not None or metrics.balanced_accuracy is not None:
+            auc = "n/a" if metrics.roc_auc is None else f"{metrics.roc_auc:.4f}"
+            print(f"balanced accuracy {metrics.balanced_accuracy:.4f}; ROC-AUC {auc}")
+    if metrics.linear_baseline:
+        linear = metrics.linear_baseline
+        print(f"linear baseline ({linear.model}, same folds): {linear.headline}")
     if metrics.repeat_scores:
         print("per repeat: " + ", ".join(f"{v:.4f}" for v in metrics.repeat_scores))
     for path in paths.values():

@@ -264,6 +264,11 @@ class CVConfig(BaseModel):
         default=None, ge=1, description="Write partial results if at least this many folds ran."
     )
     refresh: bool = Field(default=False, description="Retrain folds even if cached.")
+    linear_baseline: bool = Field(
+        default=True,
+        description="Also score a scikit-learn linear model (LogisticRegression / Ridge, the "
+        "same preprocessing) on the same folds, reported beside the network (seconds).",
+    )
     refit: bool = Field(
         default=False,
         description="Also train the same model on all rows (preprocessing fitted on all rows), "

@@ -52,8 +52,13 @@ def plot_learning_curves(results: list[Any], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_predicted_vs_true(table: Any, target: str, path: Path) -> None:
-    """Out-of-fold predictions against the truth (regression); the diagonal is perfect."""
+def plot_predicted_vs_true(
+    table: Any, target: str, path: Path, rmse: float | None = None, r2: float | None = None
+) -> None:
+    """Out-of-fold predictions against the truth (regression); the diagonal is perfect.
+
+    The run's pooled RMSE and R² are printed on the picture, so it says how good it is.
+    """
     scored = table[table["predicted"].notna()]
     fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=100)
     ax.scatter(scored[target], scored["predicted"], s=8, alpha=0.5)
@@ -61,8 +66,12 @@ def plot_predicted_vs_true(table: Any, target: str, path: Path) -> None:
     high = float(max(scored[target].max(), scored["predicted"].max()))
     ax.plot([low, high], [low, high], "k--", lw=1, label="perfect")
     ax.set(xlabel=f"true {target}", ylabel="predicted (out of fold)", title="Predicted vs true")
+    if rmse is not None and r2 is not None:
+        box = {"boxstyle": "round", "fc": "white", "alpha": 0.8}
+        ax.text(0.03, 0.97, f"RMSE {rmse:.4g}\nR² {r2:.3f}", transform=ax.transAxes,
+                va="top", ha="left", bbox=box)  # fmt: skip
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="lower right")  # the upper left holds the scores
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)

@@ -39,19 +39,36 @@ def _fold_order(label: str) -> tuple[int, ...]:
 
 def _score_lines(metrics: RunMetrics) -> list[str]:
     """The headline scores as markdown bullets."""
+    linear = metrics.linear_baseline
+    beside = (
+        [f"- linear baseline ({linear.model}, same folds and preprocessing): OOF "
+         f"{linear.headline}, {linear.seconds:.1f} s"]
+        if linear else []
+    )  # fmt: skip
     if metrics.task == "regression":
         return [
             f"- out-of-fold RMSE: **{metrics.rmse:.4f}**, MAE {metrics.mae:.4f}, "
-            f"R² {metrics.r2:.4f}",
+            f"R² {metrics.r2:.4f}, MAPE {_percent(metrics.mape)}",
             f"- per-fold RMSE: {metrics.mean_rmse:.4f} ± {metrics.std_rmse:.4f} (mean ± std)",
             f"- baseline (predict the training-fold mean): RMSE {metrics.baseline_rmse:.4f}",
+            *beside,
         ]
     return [
-        f"- out-of-fold accuracy: **{metrics.final_accuracy:.4f}**",
+        f"- out-of-fold accuracy: **{metrics.final_accuracy:.4f}**; balanced accuracy "
+        f"{_number(metrics.balanced_accuracy)}; ROC-AUC {_number(metrics.roc_auc)}",
         f"- per-fold accuracy: {metrics.mean_accuracy:.4f} ± {metrics.std_accuracy:.4f}"
         " (mean ± std over folds)",
         f"- log-loss: {metrics.log_loss:.4f}; majority class: {metrics.majority_accuracy:.4f}",
+        *beside,
     ]
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
 def render_summary(metrics: RunMetrics, paths: dict[str, str]) -> str:
