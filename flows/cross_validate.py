@@ -15,6 +15,7 @@ from tasks.clean import CleanedData, clean_to_parquet
 from tasks.config import CVConfig
 from tasks.errors import FoldFailedError
 from tasks.folds import full_fold, plan_folds
+from tasks.importance import feature_importance
 from tasks.join import join_out_of_fold, split_outcomes
 from tasks.metrics import FailedFold, RunInfo
 from tasks.outputs import check_output_dir
@@ -83,6 +84,8 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
             "the model bundle is unchanged"
         )
     results, _ = split_outcomes(folds, outcomes.folds)
+    if config.importance:  # optional, bounded: folds × columns × 3 forward passes
+        joined.paths.update(feature_importance(data, results, output_dir, config.seed))
     bundle = write_model_bundle(data, results, joined.metrics, output_dir, config.model,
                                 config.data, config.config_hash(), outcomes.refit)  # fmt: skip
     return {

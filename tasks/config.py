@@ -269,6 +269,11 @@ class CVConfig(BaseModel):
         description="Also score a scikit-learn linear model (LogisticRegression / Ridge, the "
         "same preprocessing) on the same folds, reported beside the network (seconds).",
     )
+    importance: bool = Field(
+        default=False,
+        description="Permutation importance on the OOF rows (each fold's model, its own test "
+        "rows, one column shuffled): feature_importance.csv and .png.",
+    )
     refit: bool = Field(
         default=False,
         description="Also train the same model on all rows (preprocessing fitted on all rows), "
