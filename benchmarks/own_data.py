@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=500)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--patience", type=int, default=20, help="early stopping's patience")
+    parser.add_argument("--only", default="", help="comma-separated table names to run")
     args = parser.parse_args()
 
     from flows.worker import configure_process
@@ -95,6 +96,9 @@ def main() -> None:
         if name == "diabetes":
             runs.append((name, path, DataSpec(target=target), target, [], args.patience))
 
+    if args.only:
+        wanted = {name.strip() for name in args.only.split(",")}
+        runs = [run for run in runs if run[0] in wanted or run[0].split(" (")[0] in wanted]
     print(f"epochs {args.epochs}, {args.folds} folds, seed {SEED}; baselines on the same folds\n")
     print("| data | rows | task | classes / target std | early stopping | epochs per fold "
           "| foldflow OOF | foldflow's linear baseline | scikit-learn baseline | foldflow s |")
