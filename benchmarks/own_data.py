@@ -1,12 +1,14 @@
-"""Your own data, measured: foldflow's OOF score next to a scikit-learn baseline on the same folds.
+"""Your own data, measured: foldflow's OOF score next to linear baselines on the same folds.
 
-    python -m benchmarks.own_data [--epochs 500] [--folds 5]
+    python -m benchmarks.own_data [--epochs 500] [--folds 5] [--patience 20]
 
 Rows: the bundled jh-simple data under the preset's `global` preprocessing and under `fold`
 scope (fitted on each fold's training rows), then scikit-learn's bundled iris, wine, breast
-cancer (classification, schema inferred) and diabetes (regression). Baselines: a
-StandardScaler + LogisticRegression / Ridge pipeline inside `cross_val_predict`, on the very
-same folds. Prints a markdown table of measured figures.
+cancer (classification, schema inferred) and diabetes (regression), and diabetes again with
+early stopping (`--early-stopping PATIENCE`). Two baselines: foldflow's own (the run's
+`linear_baseline`: LogisticRegression / Ridge after foldflow's preprocessing, on the run's
+folds) and, independently, a StandardScaler + LogisticRegression / Ridge pipeline inside
+`cross_val_predict` on the same shuffled k folds. Prints a markdown table of measured figures.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=500)
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--patience", type=int, default=20, help="early stopping's patience")
+    parser.add_argument("--only", default="", help="comma-separated table names to run")
     args = parser.parse_args()
 
     from flows.worker import configure_process
@@ -81,25 +85,31 @@ def main() -> None:
     from tasks.data.spec import DataSpec
 
     root = Path(tempfile.mkdtemp(prefix="foldflow-own-data-"))
-    runs: list[tuple[str, Path, DataSpec, str, list[str]]] = [
-        ("jh-simple (preset, global scope)", BUNDLED_DATA, DataSpec(), "product", ["job", "area"]),
+    runs: list[tuple[str, Path, DataSpec, str, list[str], int]] = [
+        ("jh-simple (preset, global scope)", BUNDLED_DATA, DataSpec(), "product", ["job", "area"],
+         0),
         ("jh-simple (fold scope)", BUNDLED_DATA, DataSpec(preprocess_scope="fold"), "product",
-         ["job", "area"]),
+         ["job", "area"], 0),
     ]  # fmt: skip
     for name, (path, target) in sklearn_tables(root).items():
-        runs.append((name, path, DataSpec(target=target), target, []))
+        runs.append((name, path, DataSpec(target=target), target, [], 0))
+        if name == "diabetes":
+            runs.append((name, path, DataSpec(target=target), target, [], args.patience))
 
-    print(f"epochs {args.epochs}, {args.folds} folds, seed {SEED}; baseline on the same folds\n")
-    print("| data | rows | task | classes / target std | foldflow OOF | scikit-learn baseline "
-          "| foldflow s |")  # fmt: skip
-    print("|---|---:|---|---:|---:|---:|---:|")
-    for i, (name, path, spec, target, categorical) in enumerate(runs):
+    if args.only:
+        wanted = {name.strip() for name in args.only.split(",")}
+        runs = [run for run in runs if run[0] in wanted or run[0].split(" (")[0] in wanted]
+    print(f"epochs {args.epochs}, {args.folds} folds, seed {SEED}; baselines on the same folds\n")
+    print("| data | rows | task | classes / target std | early stopping | epochs per fold "
+          "| foldflow OOF | foldflow's linear baseline | scikit-learn baseline | foldflow s |")
+    print("|---|---:|---|---:|---|---:|---:|---:|---:|---:|")  # fmt: skip
+    for i, (name, path, spec, target, categorical, patience) in enumerate(runs):
         config = CVConfig(
             source=str(path),
             data=spec,
             folds=args.folds,
             seed=SEED,
-            model=ModelConfig(epochs=args.epochs),
+            model=ModelConfig(epochs=args.epochs, early_stopping=patience),
             output_dir=str(root / f"out-{i}"),
             cache_dir=str(root / "cache"),
         )
@@ -108,16 +118,28 @@ def main() -> None:
         seconds = time.perf_counter() - started
         task = metrics["task"]
         base = baseline(Path(path), target, task, args.folds, categorical)
+        linear = metrics["linear_baseline"]["scores"]
         if task == "classification":
-            spread, ours, theirs = str(len(metrics["classes"])), metrics["final_accuracy"], base
-            unit = "accuracy"
+            spread = str(len(metrics["classes"]))
+            ours = f"accuracy {metrics['final_accuracy']:.4f}"
+            theirs = f"accuracy {linear['accuracy']:.4f}"
+            if len(metrics["classes"]) == 2:  # ROC-AUC where it is the usual score
+                ours += f", ROC-AUC {metrics['roc_auc']:.4f}"
+                theirs += f", ROC-AUC {linear['roc_auc']:.4f}"
+            independent = f"accuracy {base:.4f}"
         else:
             y = pd.read_csv(path)[target]
-            spread, ours, theirs = f"{y.std(ddof=0):.1f}", metrics["rmse"], base
-            unit = "RMSE"
+            spread = f"{y.std(ddof=0):.1f}"
+            ours = f"RMSE {metrics['rmse']:.4f} (R² {metrics['r2']:.3f})"
+            theirs = f"RMSE {linear['rmse']:.4f} (R² {linear['r2']:.3f})"
+            independent = f"RMSE {base:.4f}"
+        used = [f["epochs"] for f in metrics["folds"]]
+        epochs = f"{min(used)}–{max(used)}" if min(used) != max(used) else str(used[0])
+        stopping = f"patience {patience}" if patience else "off"
         print(
-            f"| {name} | {metrics['n_rows']} | {task} | {spread} | {unit} {ours:.4f} "
-            f"| {unit} {theirs:.4f} | {seconds:.1f} |"
+            f"| {name} | {metrics['n_rows']} | {task} | {spread} | {stopping} | {epochs} "
+            f"| {ours} | {theirs} | {independent} | {seconds:.1f} |",
+            flush=True,
         )
 
 

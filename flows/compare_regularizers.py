@@ -49,13 +49,15 @@ def compare_regularizers(config: CompareConfig = CompareConfig()) -> dict[str, A
     # Fan-in: one join per configuration, then the comparison.
     results: dict[str, RunMetrics] = {}
     labels = model_labels(models, cv.model)  # distinct, even where label() is the same
+    oof_paths: dict[str, str] = {}
     for name, model in models.items():
         run = RunInfo(name=name, model_label=labels[name], config=model.model_dump(mode="json"))
         joined = join_out_of_fold.with_options(task_run_name=f"join-{name}")(
             data, folds, outcomes[name], str(Path(output_dir) / name), run, cv.min_folds
         )
         results[name] = joined.metrics
-    summary = compare_configurations(results, labels, config.baseline, output_dir)
+        oof_paths[name] = joined.paths["oof_predictions.parquet"]
+    summary = compare_configurations(results, labels, config.baseline, output_dir, oof_paths)
     return {
         "best": summary["best"],
         "paths": summary["paths"],

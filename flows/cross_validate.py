@@ -9,15 +9,18 @@ from prefect.states import Completed, Failed, State
 from flows.execution import collect_outcomes, fold_execution, fold_task
 from flows.fetch import fetch_source
 from flows.naming import announce_run, short_run_id, tag_flow_run
+from tasks.baseline import linear_baseline
 from tasks.bundle import output_bytes, write_model_bundle
 from tasks.clean import CleanedData, clean_to_parquet
 from tasks.config import CVConfig
 from tasks.errors import FoldFailedError
 from tasks.fold_cards import queue_fold_cards
 from tasks.folds import full_fold, plan_folds
+from tasks.importance import feature_importance
 from tasks.join import join_out_of_fold, split_outcomes
 from tasks.metrics import FailedFold, RunInfo
 from tasks.outputs import check_output_dir
+from tasks.progress import warn_cached_curves
 from tasks.redact import redact_source
 from tasks.report import SCORE_TAG_PREFIXES, one_line_summary, score_tag
 
@@ -70,7 +73,9 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
         if config.refit:
             everything = full_fold(data.n_rows, config.folds)
             refit = execution.runner.submit(train, {"fold": everything, **inputs})
+        linear = linear_baseline(data, folds) if config.linear_baseline else None  # seconds
         outcomes = collect_outcomes(futures, folds, refit)
+    warn_cached_curves(outcomes.folds, config.execution.validate_every)
     # The Runs list says which folds failed (a successful retry drops the tags again).
     _, failed = split_outcomes(folds, outcomes.folds)
     tag_flow_run([f"failed-{f.label}" for f in failed], ("failed-fold-", *SCORE_TAG_PREFIXES))
@@ -78,7 +83,7 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
     # Fan-in: every prediction back at its own row, the scores, the files.
     try:
         joined = join_out_of_fold(
-            data, folds, outcomes.folds, output_dir, run_info(config), config.min_folds
+            data, folds, outcomes.folds, output_dir, run_info(config), config.min_folds, linear
         )
     except FoldFailedError as err:
         # The run's state message is what the UI shows first: start it with the failed fold.
@@ -89,6 +94,8 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
             "the model bundle is unchanged"
         )
     results, _ = split_outcomes(folds, outcomes.folds)
+    if config.importance:  # optional, bounded: folds × columns × 3 forward passes
+        joined.paths.update(feature_importance(data, results, output_dir, config.seed))
     bundle = write_model_bundle(data, results, joined.metrics, output_dir, config.model,
                                 config.data, config.config_hash(), outcomes.refit)  # fmt: skip
     summary = one_line_summary(joined.metrics)

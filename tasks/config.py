@@ -72,6 +72,19 @@ class ModelConfig(BaseModel):
     )
     epochs: int = Field(default=500, ge=1, le=100_000, description="Training epochs per fold.")
     batch_size: int = Field(default=32, ge=1, le=65_536, description="Rows per optimizer step.")
+    early_stopping: int = Field(
+        default=0,
+        ge=0,
+        le=100_000,
+        description="PATIENCE: stop a fold when the loss on a validation part of its training "
+        "rows has not improved for this many epochs, and keep its best weights (0 = off).",
+    )
+    validation_fraction: float = Field(
+        default=0.1,
+        gt=0,
+        lt=0.5,
+        description="Share of each fold's training rows held out for early stopping.",
+    )
 
     @model_validator(mode="after")
     def _strengths_match_kind(self) -> ModelConfig:
@@ -90,6 +103,9 @@ class ModelConfig(BaseModel):
             data.pop("l2")
         if self.regularizer == "none":
             data.pop("regularizer_on")
+        if not self.early_stopping:  # off: the keys (and cached folds) of before it existed
+            data.pop("early_stopping")
+            data.pop("validation_fraction")
         return data
 
     def label(self) -> str:
@@ -255,6 +271,16 @@ class CVConfig(BaseModel):
         default=None, ge=1, description="Write partial results if at least this many folds ran."
     )
     refresh: bool = Field(default=False, description="Retrain folds even if cached.")
+    linear_baseline: bool = Field(
+        default=True,
+        description="Also score a scikit-learn linear model (LogisticRegression / Ridge, the "
+        "same preprocessing) on the same folds, reported beside the network (seconds).",
+    )
+    importance: bool = Field(
+        default=False,
+        description="Permutation importance on the OOF rows (each fold's model, its own test "
+        "rows, one column shuffled): feature_importance.csv and .png.",
+    )
     refit: bool = Field(
         default=False,
         description="Also train the same model on all rows (preprocessing fitted on all rows), "

@@ -15,7 +15,7 @@ from tasks.errors import PermanentError
 from tasks.fold_cards import worker_label
 from tasks.loop import GraphTrainer, epoch_batches
 from tasks.metrics import FoldRun
-from tasks.model import build_model, model_to_bytes
+from tasks.model import REGRESSION_LOSSES, build_model, model_to_bytes
 from tasks.preprocess import decode_regression, encode_target, fit_preprocessor, transform
 from tasks.progress import ProgressReporter
 
@@ -104,22 +104,56 @@ class FitSettings:
     attempt: int = 1  # recorded in the fold's run
 
 
-def epochs_per_call(epochs: int, log_every: int, validate_every: int = 0) -> int:
+def epochs_per_call(epochs: int, log_every: int, validate_every: int = 0, patience: int = 0) -> int:
     """How many epochs one graph call trains (see tasks/loop.py).
 
     Many epochs per call remove per-call overhead without changing the maths: the data is
     still reshuffled every epoch. The span divides the epochs and the validation interval,
-    and is at most the logging interval so progress keeps flowing.
+    and is at most the logging interval so progress keeps flowing, and at most the early
+    stopping patience: early stopping looks at the validation loss once per call.
     """
     limit = math.gcd(epochs, validate_every) if validate_every else epochs
-    return max(d for d in range(1, min(limit, max(1, log_every)) + 1) if limit % d == 0)
+    most = min(log_every, patience) if patience else log_every
+    return max(d for d in range(1, min(limit, max(1, most)) + 1) if limit % d == 0)
 
 
-def score_test_fold(model: Any, x_test: np.ndarray, y_test: np.ndarray) -> dict[str, float]:
-    """The test fold's loss (and accuracy) mid-training (opt-in `--validate-every`), for curves."""
+def validation_split(
+    train: np.ndarray, fraction: float, seed: int, label: str = "fold"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to fit, rows to watch) for early stopping: a part of the TRAINING rows only.
+
+    Drawn from the fold's own seed (its own stream, apart from the epoch shuffles), so the
+    same fold holds out the same rows on every run; the test rows are never among them.
+    """
+    n_val = max(1, round(fraction * len(train)))
+    if n_val >= len(train):
+        raise PermanentError(
+            f"{label}: {len(train)} training rows leave none to fit beside a validation part "
+            f"of {fraction:g} (--validation-fraction) for early stopping"
+        )
+    order = np.random.default_rng([seed, 1]).permutation(len(train))
+    return np.sort(train[order[n_val:]]), np.sort(train[order[:n_val]])
+
+
+def validation_loss(net: Any, loss: str, x: np.ndarray, y: np.ndarray) -> float:
+    """The network's training loss (Keras' own function, no penalties) on these rows."""
+    import keras
+
+    return float(np.mean(np.asarray(keras.losses.get(loss)(y, net(x, training=False)))))
+
+
+def score_test_fold(
+    model: Any, x_test: np.ndarray, y_test: np.ndarray, target_std: float = 1.0
+) -> dict[str, float]:
+    """The test fold's loss and accuracy (or RMSE) mid-training (`--validate-every`), for curves.
+
+    Regression: val_loss is the mean squared error on the z-scored target, val_rmse the RMSE in
+    the target's own units (`target_std` undoes the z-score).
+    """
     out = np.asarray(model(x_test, training=False))
-    if y_test.shape[1] == 1:  # regression: mean squared error on the z-scored target
-        return {"val_loss": float(((out - y_test) ** 2).mean())}
+    if y_test.shape[1] == 1:
+        mse = float(((out - y_test) ** 2).mean())
+        return {"val_loss": mse, "val_rmse": float(np.sqrt(mse) * target_std)}
     probs = np.clip(out, 1e-7, 1.0)
     return {
         "val_loss": float(-(y_test * np.log(probs)).sum(axis=1).mean()),
@@ -156,9 +190,14 @@ def fit_and_predict(
         )
     except (ValueError, TypeError) as err:
         raise PermanentError(f"{fold.label}: the model could not be built: {err}") from err
-    trainer = GraphTrainer(tf, net, *prepared.rows(prepared.train), jit=how.jit)
+    fit_rows, watched = prepared.train, np.zeros(0, dtype=np.int64)
+    if model.early_stopping:
+        fit_rows, watched = validation_split(
+            prepared.train, model.validation_fraction, how.seed, fold.label
+        )
+    trainer = GraphTrainer(tf, net, *prepared.rows(fit_rows), jit=how.jit)
     started = time.time()
-    history = _train(trainer, net, prepared, model, how)
+    history = _train(trainer, net, prepared, model, how, len(fit_rows), watched)
     predictions, truth = _predict(net, prepared)
     finished = time.time()
     if not (np.isfinite(predictions).all() and np.isfinite(history["loss"]).all()):
@@ -174,7 +213,7 @@ def fit_and_predict(
         run=FoldRun(
             scores=fold_scores(prepared.spec, truth, predictions) if len(prepared.test) else {},
             final_loss=history["loss"][-1],
-            epochs=model.epochs,
+            epochs=len(history["loss"]),  # fewer than model.epochs when it stopped early
             train_seconds=round(finished - started, 3),
             started_at=started,
             finished_at=finished,
@@ -190,25 +229,73 @@ def fit_and_predict(
 
 
 def _train(
-    trainer: GraphTrainer, net: Any, prepared: PreparedFold, model: ModelConfig, how: FitSettings
+    trainer: GraphTrainer,
+    net: Any,
+    prepared: PreparedFold,
+    model: ModelConfig,
+    how: FitSettings,
+    n_fit: int,
+    watched: np.ndarray,
 ) -> dict[str, list[float]]:
-    """Every epoch's loss (and the opt-in test-fold scores), `how.span` epochs per graph call."""
+    """Every epoch's loss (and the opt-in test-fold scores), `how.span` epochs per graph call.
+
+    With early stopping, the validation part (`watched`, training rows the fit never sees) is
+    scored after each call; the fold stops once it has not improved for `early_stopping`
+    epochs and gets back the weights of its best call.
+    """
     shuffles = np.random.default_rng(how.seed)
     x_test, y_test = prepared.rows(prepared.test)
     validating = bool(how.validate_every and len(prepared.test))
     history: dict[str, list[float]] = {"epoch": [], "loss": []}
+    stopper = _EarlyStopper(net, prepared, model, watched) if model.early_stopping else None
     for done in range(how.span, model.epochs + 1, how.span):
-        batches = epoch_batches(len(prepared.train), model.batch_size, how.span, shuffles)
+        batches = epoch_batches(n_fit, model.batch_size, how.span, shuffles)
         losses = trainer.train(*batches)
         logs = {"loss": losses[-1]}
         if validating and done % how.validate_every == 0:
-            logs.update(score_test_fold(net, x_test, y_test))
+            std = prepared.params.get("target", {}).get("std", 1.0)
+            logs.update(score_test_fold(net, x_test, y_test, std))
             how.progress.record_validation(done, logs)
         history["epoch"].extend(float(e) for e in range(done - how.span + 1, done + 1))
         history["loss"].extend(losses)
+        if stopper is not None and stopper.should_stop(done, logs) and done < model.epochs:
+            how.progress.stopped_early(done, stopper.best_epoch, stopper.best_loss)
+            break
         how.progress.on_epoch(done, logs)
     history.update(how.progress.validation_history)
+    if stopper is not None:
+        history.update(stopper.restore())
     return history
+
+
+class _EarlyStopper:
+    """Watches the validation part's loss after each graph call and keeps the best weights."""
+
+    def __init__(self, net: Any, prepared: PreparedFold, model: ModelConfig, rows: np.ndarray):
+        self.net, self.patience = net, model.early_stopping
+        self.loss = "categorical_crossentropy" if prepared.spec.classes else (
+            REGRESSION_LOSSES[prepared.spec.loss or "mse"]
+        )  # fmt: skip
+        self.x, self.y = prepared.rows(rows)
+        self.best_loss, self.best_epoch, self.best_weights = math.inf, 0, None
+        self.curve: dict[str, list[float]] = {"stop_epoch": [], "stop_loss": []}
+
+    def should_stop(self, epoch: int, logs: dict[str, float]) -> bool:
+        """Score the validation part; True once `patience` epochs passed without a better one."""
+        loss = validation_loss(self.net, self.loss, self.x, self.y)
+        self.curve["stop_epoch"].append(float(epoch))
+        self.curve["stop_loss"].append(loss)
+        logs["stop_loss"] = loss
+        if loss < self.best_loss:
+            self.best_loss, self.best_epoch = loss, epoch
+            self.best_weights = self.net.get_weights()
+        return epoch - self.best_epoch >= self.patience
+
+    def restore(self) -> dict[str, list[float]]:
+        """Put the best weights back; the validation curve and the best epoch, for the history."""
+        if self.best_weights is not None:
+            self.net.set_weights(self.best_weights)
+        return {**self.curve, "best_epoch": [float(self.best_epoch)]}
 
 
 def _predict(net: Any, prepared: PreparedFold) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from tasks.data.spec import ResolvedSpec
 from tasks.errors import FoldFailedError, FoldflowError
 from tasks.folds import FoldSpec
 from tasks.logs import run_logger
-from tasks.metrics import FailedFold, FoldMetrics, RunInfo, RunMetrics
+from tasks.metrics import FailedFold, FoldMetrics, LinearBaseline, RunInfo, RunMetrics
 from tasks.outputs import staged_files
 from tasks.plots import plot_confusion_matrix, plot_learning_curves, plot_predicted_vs_true
 from tasks.report import publish_artifacts, publish_failures
@@ -164,6 +164,7 @@ def fold_metrics(res: FoldResult, label: str) -> FoldMetrics:
         repeat=res.repeat,
         label=label,
         n_test=int(len(res.test_positions)),
+        best_epoch=int(res.history["best_epoch"][0]) if res.history.get("best_epoch") else None,
         **res.run.model_dump(),
     )
 
@@ -248,6 +249,7 @@ def join_out_of_fold(
     output_dir: str,
     run: RunInfo | None = None,
     min_folds: int | None = None,
+    linear: LinearBaseline | None = None,
 ) -> JoinOutcome:
     """Write the OOF table and metrics; fail naming the folds that did not finish."""
     logger = run_logger()
@@ -289,6 +291,7 @@ def join_out_of_fold(
     metrics.data_sha256 = data.raw_sha256
     metrics.data["missing_filled"] = add_fold_fills(spec.missing_filled, fold_fills(results, folds))
     metrics.run = run or RunInfo()
+    metrics.linear_baseline = linear
     if len(tables) > 1:
         metrics.repeat_scores = [_repeat_score(t, spec) for t in tables]
 
@@ -305,7 +308,7 @@ def join_out_of_fold(
         table.to_csv(csv, index=False)
         plot_learning_curves(results, curves)
         if spec.task == "regression":
-            plot_predicted_vs_true(table, spec.target, figure)
+            plot_predicted_vs_true(table, spec.target, figure, metrics.rmse, metrics.r2)
         else:
             plot_confusion_matrix(metrics.confusion_matrix, list(spec.classes), figure)
         json_file.write_text(text + "\n")

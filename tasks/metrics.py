@@ -35,6 +35,8 @@ class FoldMetrics(FoldRun):
     repeat: int = 0
     label: str
     n_test: int
+    # early stopping: the epoch whose weights the fold kept (`epochs` is how many it trained)
+    best_epoch: int | None = None
 
 
 class FailedFold(BaseModel):
@@ -55,6 +57,26 @@ class ClassScores(BaseModel):
     recall: float
     f1: float
     support: int
+
+
+class LinearBaseline(BaseModel):
+    """A scikit-learn linear model's OOF scores on the run's own folds: is the network worth it?"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str  # e.g. "LogisticRegression" or "Ridge", after the same per-fold preprocessing
+    scores: dict[str, float | None]  # accuracy, balanced_accuracy, log_loss, roc_auc | rmse, ...
+    seconds: float
+
+    @property
+    def headline(self) -> str:
+        """Its score in the run's headline terms."""
+        if "rmse" in self.scores:
+            return f"RMSE {self.scores['rmse']:.4f} (R² {self.scores['r2']:.4f})"
+        auc = self.scores.get("roc_auc")
+        return f"accuracy {self.scores['accuracy']:.4f}" + (
+            f" (ROC-AUC {auc:.4f})" if auc is not None else ""
+        )
 
 
 class RunInfo(BaseModel):
@@ -90,6 +112,8 @@ class RunMetrics(BaseModel):
     mean_accuracy: float | None = None
     std_accuracy: float | None = None
     log_loss: float | None = None
+    balanced_accuracy: float | None = None
+    roc_auc: float | None = None  # binary; one-vs-rest macro for more classes
     majority_accuracy: float | None = None
     classes: list[str] = Field(default_factory=list)
     per_class: dict[str, ClassScores] = Field(default_factory=dict)
@@ -98,12 +122,15 @@ class RunMetrics(BaseModel):
     rmse: float | None = None
     mae: float | None = None
     r2: float | None = None
+    mape: float | None = None
     fold_rmse: list[float | None] = Field(default_factory=list)
     mean_rmse: float | None = None
     std_rmse: float | None = None
     baseline_rmse: float | None = None
     # repeated k-fold: the pooled score of each repeat (accuracy or RMSE)
     repeat_scores: list[float] = Field(default_factory=list)
+    # a scikit-learn linear model on the same folds (None: --no-linear-baseline)
+    linear_baseline: LinearBaseline | None = None
     # provenance
     data: dict[str, Any] = Field(default_factory=dict)
     data_sha256: str = ""

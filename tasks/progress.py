@@ -70,7 +70,7 @@ class ProgressReporter:
         self._log = RateLimiter(self.log_every, self.epochs, min_seconds=0.0)
         self._bar = RateLimiter(max(1, self.epochs // 20), self.epochs, self.min_seconds)
 
-    def _update_artifact(self, epoch: int) -> None:
+    def _update_artifact(self, epoch: int, note: str = "") -> None:
         from prefect.artifacts import update_progress_artifact
         from prefect.context import TaskRunContext
 
@@ -78,9 +78,9 @@ class ProgressReporter:
 
         if not self.artifacts or TaskRunContext.get() is None:
             return
-        percent = 100.0 * epoch / self.epochs
+        percent = 100.0 if note else 100.0 * epoch / self.epochs
         # The UI's artifact cards show the description, not the value: it carries the numbers.
-        description = progress_description(
+        description = note or progress_description(
             self.label or f"fold-{self.fold}", epoch, self.epochs,
             worker=self.worker, device=self.device, loss=self._loss,
         )  # fmt: skip
@@ -125,8 +125,65 @@ class ProgressReporter:
             )
             self._sender.start()
 
+    def stopped_early(self, epoch: int, best: int, best_loss: float) -> None:
+        """Early stopping ended the fold at `epoch`: say so, and show its progress as done."""
+        name = self.label or f"fold-{self.fold}"
+        note = (
+            f"{name.replace('fold-', 'fold ', 1)}: stopped early at epoch {epoch} of "
+            f"{self.epochs} (best {best}, validation loss {best_loss:.4f})"
+        )
+        self.logger.info("%s; its weights of epoch %d restored", note, best)
+        if self._sender is not None and self._sender.is_alive():
+            self._sender.join(timeout=30)
+        self._update_artifact(epoch, note)
+
     def record_validation(self, epoch: int, scores: dict[str, float]) -> None:
-        """Keep the test-fold scores of this epoch for the learning curves."""
+        """Keep the test-fold scores of this epoch for the learning curves.
+
+        Whatever scores the task reports are kept (val_loss and val_accuracy for a classifier,
+        val_loss and val_rmse for a regression), each as its own curve.
+        """
         self.validation_history.setdefault("val_epoch", []).append(float(epoch))
-        for key in ("val_loss", "val_accuracy"):
-            self.validation_history.setdefault(key, []).append(scores[key])
+        for key, value in scores.items():
+            if key.startswith("val_"):
+                self.validation_history.setdefault(key, []).append(float(value))
+
+
+def expected_validation_epochs(validate_every: int, epochs_trained: int) -> list[float]:
+    """The epochs a fold trained now with `--validate-every N` scores its test rows at."""
+    if not validate_every:
+        return []
+    return [float(e) for e in range(validate_every, epochs_trained + 1, validate_every)]
+
+
+def folds_with_other_curves(outcomes: list[Any], validate_every: int) -> list[str]:
+    """Folds whose recorded test-fold curves are not what `validate_every` asks for.
+
+    `--validate-every` changes only what is recorded, not a fold's numbers, so it is not part
+    of the fold cache key: a cached fold comes back with the curves it was trained with.
+    """
+    other = []
+    for res in outcomes:
+        history = getattr(res, "history", None)
+        if history is None or not len(res.test_positions):  # a failed fold; the refit
+            continue
+        recorded = list(history.get("val_epoch", []))
+        if recorded != expected_validation_epochs(validate_every, res.run.epochs):
+            other.append(f"fold-{res.repeat}.{res.fold}" if res.repeat else f"fold-{res.fold}")
+    return other
+
+
+def warn_cached_curves(outcomes: list[Any], validate_every: int, logger: Any = None) -> list[str]:
+    """Say which (cached) folds keep curves other than `--validate-every` asks for, and why."""
+    other = folds_with_other_curves(outcomes, validate_every)
+    if other:
+        from tasks.logs import run_logger
+
+        asked = f"every {validate_every} epochs" if validate_every else "none"
+        (logger or run_logger()).warning(
+            "%s came from the fold cache with the test-fold curves they were trained with "
+            "(--validate-every %s asks for %s); the flag changes only what is recorded, so it "
+            "is not part of the fold cache key: --refresh retrains them with it",
+            ", ".join(other), validate_every, asked,
+        )  # fmt: skip
+    return other

@@ -21,6 +21,7 @@ def fold_rows(metrics: RunMetrics) -> list[dict[str, Any]]:
                 "fold": f.label,
                 **{name: round(value, 4) for name, value in f.scores.items()},
                 "epochs": f.epochs,
+                **({"best_epoch": f.best_epoch} if f.best_epoch is not None else {}),
                 "train_seconds": round(f.train_seconds, 2),
                 "worker": f.worker,
                 "device": f.device,
@@ -38,19 +39,36 @@ def _fold_order(label: str) -> tuple[int, ...]:
 
 def _score_lines(metrics: RunMetrics) -> list[str]:
     """The headline scores as markdown bullets."""
+    linear = metrics.linear_baseline
+    beside = (
+        [f"- linear baseline ({linear.model}, same folds and preprocessing): OOF "
+         f"{linear.headline}, {linear.seconds:.1f} s"]
+        if linear else []
+    )  # fmt: skip
     if metrics.task == "regression":
         return [
             f"- out-of-fold RMSE: **{metrics.rmse:.4f}**, MAE {metrics.mae:.4f}, "
-            f"R² {metrics.r2:.4f}",
+            f"R² {metrics.r2:.4f}, MAPE {_percent(metrics.mape)}",
             f"- per-fold RMSE: {metrics.mean_rmse:.4f} ± {metrics.std_rmse:.4f} (mean ± std)",
             f"- baseline (predict the training-fold mean): RMSE {metrics.baseline_rmse:.4f}",
+            *beside,
         ]
     return [
-        f"- out-of-fold accuracy: **{metrics.final_accuracy:.4f}**",
+        f"- out-of-fold accuracy: **{metrics.final_accuracy:.4f}**; balanced accuracy "
+        f"{_number(metrics.balanced_accuracy)}; ROC-AUC {_number(metrics.roc_auc)}",
         f"- per-fold accuracy: {metrics.mean_accuracy:.4f} ± {metrics.std_accuracy:.4f}"
         " (mean ± std over folds)",
         f"- log-loss: {metrics.log_loss:.4f}; majority class: {metrics.majority_accuracy:.4f}",
+        *beside,
     ]
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
 def render_summary(metrics: RunMetrics, paths: dict[str, str]) -> str:
@@ -75,8 +93,8 @@ def render_summary(metrics: RunMetrics, paths: dict[str, str]) -> str:
         "",
         "## Per fold",
         "",
-        "| fold | " + " | ".join(score_names) + " | seconds | worker | attempt |",
-        "|---|" + "---:|" * len(score_names) + "---:|---|---:|",
+        "| fold | " + " | ".join(score_names) + " | epochs | seconds | worker | attempt |",
+        "|---|" + "---:|" * len(score_names) + "---:|---:|---|---:|",
     ]
     for row in rows:
         if row["status"] != "ok":
@@ -84,7 +102,7 @@ def render_summary(metrics: RunMetrics, paths: dict[str, str]) -> str:
             continue
         scores = " | ".join(f"{row[name]:.4f}" for name in score_names)
         lines.append(
-            f"| {row['fold']} | {scores} | {row['train_seconds']:.1f} | "
+            f"| {row['fold']} | {scores} | {_epochs_cell(row)} | {row['train_seconds']:.1f} | "
             f"{row['worker']} ({row['device']}) | {row['attempt']} |"
         )
     if metrics.task == "classification":
@@ -93,7 +111,15 @@ def render_summary(metrics: RunMetrics, paths: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_FOLD_COLUMNS = {"fold", "epochs", "train_seconds", "worker", "device", "attempt", "status"}
+def _epochs_cell(row: dict[str, Any]) -> str:
+    """Epochs trained, and the best one kept when early stopping ended the fold."""
+    best = row.get("best_epoch")
+    return f"{row['epochs']}" + (f" (best {best})" if best is not None else "")
+
+
+_FOLD_COLUMNS = {
+    "fold", "epochs", "best_epoch", "train_seconds", "worker", "device", "attempt", "status"
+}  # fmt: skip
 
 
 def _class_tables(metrics: RunMetrics) -> list[str]:

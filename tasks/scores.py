@@ -20,6 +20,40 @@ def _spread(values: list[float | None]) -> tuple[float | None, float | None]:
     return (float(done.mean()), float(done.std())) if len(done) else (None, None)
 
 
+def probability_scores(truth: np.ndarray, probs: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, log-loss and ROC-AUC of class codes and probabilities.
+
+    ROC-AUC: of the second class's probability for two classes; one-vs-rest, macro-averaged
+    for more. None when some class has no scored row (a partial run), where it is undefined.
+    """
+    labels = list(range(n_classes))
+    pred = probs.argmax(axis=1)
+    roc_auc = None
+    if len(np.unique(truth)) == n_classes:
+        if n_classes == 2:
+            roc_auc = float(skm.roc_auc_score(truth, probs[:, 1]))
+        else:
+            roc_auc = float(
+                skm.roc_auc_score(truth, probs, multi_class="ovr", average="macro", labels=labels)
+            )
+    return {
+        "accuracy": float(skm.accuracy_score(truth, pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(truth, pred)),
+        "log_loss": float(skm.log_loss(truth, probs, labels=labels)),
+        "roc_auc": roc_auc,
+    }
+
+
+def value_scores(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE, R² and MAPE (a fraction: 0.12 is 12 %; huge when a true value is near 0)."""
+    return {
+        "rmse": float(np.sqrt(skm.mean_squared_error(truth, pred))),
+        "mae": float(skm.mean_absolute_error(truth, pred)),
+        "r2": float(skm.r2_score(truth, pred)),
+        "mape": float(skm.mean_absolute_percentage_error(truth, pred)),
+    }
+
+
 def classification_scores(
     table: pd.DataFrame, target: str, classes: list[str], fold_accuracy: list[float | None]
 ) -> dict[str, Any]:
@@ -36,12 +70,15 @@ def classification_scores(
         truth, pred, labels=labels, zero_division=0
     )
     mean, std = _spread(fold_accuracy)
+    pooled = probability_scores(truth, probs, len(classes))
     return {
-        "final_accuracy": float(skm.accuracy_score(truth, pred)),
+        "final_accuracy": pooled["accuracy"],
+        "balanced_accuracy": pooled["balanced_accuracy"],
+        "roc_auc": pooled["roc_auc"],
         "fold_accuracy": fold_accuracy,
         "mean_accuracy": mean,
         "std_accuracy": std,
-        "log_loss": float(skm.log_loss(truth, probs, labels=labels)),
+        "log_loss": pooled["log_loss"],
         "majority_accuracy": float(table[target].value_counts(normalize=True).iloc[0]),
         "classes": list(classes),
         "per_class": {
@@ -55,7 +92,7 @@ def classification_scores(
 def regression_scores(
     table: pd.DataFrame, target: str, fold_rmse: list[float | None], baseline: np.ndarray
 ) -> dict[str, Any]:
-    """Pooled RMSE, MAE and R², per-fold RMSE spread, and the training-mean baseline's RMSE.
+    """Pooled RMSE, MAE, R² and MAPE, per-fold RMSE spread, and the training-mean baseline's RMSE.
 
     `baseline` holds, for each row of `table`, the mean target of its fold's training rows:
     what a model that learned nothing would predict.
@@ -65,9 +102,7 @@ def regression_scores(
     pred = table["predicted"].to_numpy(dtype=float)[scored]
     mean, std = _spread(fold_rmse)
     return {
-        "rmse": float(np.sqrt(skm.mean_squared_error(truth, pred))),
-        "mae": float(skm.mean_absolute_error(truth, pred)),
-        "r2": float(skm.r2_score(truth, pred)),
+        **value_scores(truth, pred),
         "fold_rmse": fold_rmse,
         "mean_rmse": mean,
         "std_rmse": std,

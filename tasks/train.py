@@ -88,7 +88,9 @@ def train_fold(
         prepared = PreparedFold.of(_cached_table(data), data.spec, fold)
         how = FitSettings(
             seed=fold_seed(seed, fold.index),
-            span=epochs_per_call(model.epochs, runtime.log_every, runtime.validate_every),
+            span=epochs_per_call(
+                model.epochs, runtime.log_every, runtime.validate_every, model.early_stopping
+            ),
             progress=ProgressReporter(
                 fold=fold.index,
                 epochs=model.epochs,

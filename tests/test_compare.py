@@ -75,3 +75,51 @@ def test_comparison_matches_each_config_and_adding_one_trains_only_it(tmp_path):
     assert trained(states) == {"fold-1-l2", "fold-2-l2", "fold-3-l2"}
     assert {states[name] for name in first} == {"Cached"}
     assert len(pd.read_parquet(tmp_path / "out2" / "comparison.parquet")) == 3
+
+
+def regression_run(truth: np.ndarray, predicted: np.ndarray, folds: np.ndarray):
+    """A regression configuration's OOF table and its RunMetrics, as the join writes them."""
+    from tasks.metrics import RunMetrics
+
+    table = pd.DataFrame({"row": np.arange(len(truth)), "fold": folds, "y": truth,
+                          "predicted": predicted, "residual": truth - predicted})  # fmt: skip
+    per_fold = [float(np.sqrt((table[table.fold == k].residual ** 2).mean())) for k in (1, 2, 3)]
+    metrics = RunMetrics(
+        task="regression", target="y", key="row", n_rows=len(truth), n_scored=len(truth),
+        partial=False, folds=[], rmse=float(np.sqrt((table.residual**2).mean())),
+        mae=float(table.residual.abs().mean()), r2=0.0, fold_rmse=per_fold,
+        mean_rmse=float(np.mean(per_fold)), std_rmse=float(np.std(per_fold)),
+    )  # fmt: skip
+    return table, metrics
+
+
+def test_compare_ranks_regressions_by_rmse_with_a_paired_test_on_squared_errors(tmp_path):
+    from tasks.compare import compare_configurations
+
+    rng = np.random.default_rng(0)
+    truth = rng.normal(100, 20, 300)
+    folds = np.tile([1, 2, 3], 100)
+    runs = {
+        "l1": regression_run("l1", truth, truth + rng.normal(0, 10, 300), folds),
+        "plain": regression_run(truth, truth + rng.normal(0, 5, 300), folds),
+        "wild": regression_run(truth, truth + rng.normal(0, 30, 300), folds),
+    }
+    paths = {}
+    for name, (table, _) in runs.items():
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        table.to_parquet(paths[name])
+    results = {name: metrics for name, (_, metrics) in runs.items()}
+    labels = {name: name for name in runs}
+    summary = compare_configurations.fn(results, labels, "l1", str(tmp_path / "out"), paths)
+
+    table = pd.read_parquet(summary["paths"]["parquet"])
+    assert table["name"].tolist() == ["plain", "l1", "wild"] and summary["best"] == "plain"
+    assert table["oof_rmse"].is_monotonic_increasing
+    plain = table.set_index("name").loc["plain"]
+    errors = {name: t["residual"].to_numpy() ** 2 for name, (t, _) in runs.items()}
+    assert plain["t_test_p"] == pytest.approx(stats.ttest_rel(errors["plain"], errors["l1"]).pvalue)
+    assert plain["diff_vs_baseline"] == pytest.approx(results["plain"].rmse - results["l1"].rmse)
+    assert plain["t_test_p"] < 0.05 and list(plain["fold_rmse"]) == results["plain"].fold_rmse
+    markdown = (tmp_path / "out" / "comparison.md").read_text()
+    assert "best is `plain`" in markdown and "OOF RMSE" in markdown and "squared errors" in markdown
+    assert (tmp_path / "out" / "comparison.png").read_bytes()[:4] == b"\x89PNG"

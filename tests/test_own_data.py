@@ -17,6 +17,7 @@ from sklearn import datasets
 from sklearn import metrics as skm
 
 from flows.cross_validate import cross_validate
+from flows.summary import print_summary
 from tasks.config import BUNDLED_DATA, CVConfig, ExecutionConfig, ModelConfig
 from tasks.data.spec import DataSpec
 from tests.prefect_runs import fold_states, trained
@@ -68,7 +69,7 @@ def config(tmp_path: Path, source: Path, data: DataSpec, **changes) -> CVConfig:
         ("diabetes", "target", "regression", []),
     ],
 )
-def test_sklearn_tables_through_the_whole_flow(tmp_path, name, target, task, classes):
+def test_sklearn_tables_through_the_whole_flow(tmp_path, capsys, name, target, task, classes):
     source, frame = sklearn_csv(tmp_path, name)
     result = cross_validate(config(tmp_path, source, DataSpec(target=target)))
     metrics = result["metrics"]
@@ -87,6 +88,10 @@ def test_sklearn_tables_through_the_whole_flow(tmp_path, name, target, task, cla
         assert metrics["r2"] == pytest.approx(skm.r2_score(table[target], table["predicted"]))
         assert metrics["mae"] == pytest.approx(np.abs(table["residual"]).mean())
         assert metrics["baseline_rmse"] > 0 and len(metrics["fold_rmse"]) == 3
+        mape = skm.mean_absolute_percentage_error(table[target], table["predicted"])
+        assert metrics["mape"] == pytest.approx(mape)
+        assert metrics["linear_baseline"]["model"] == "Ridge"
+        assert 0 < metrics["linear_baseline"]["scores"]["rmse"] < metrics["baseline_rmse"]
         assert (tmp_path / "out" / "predicted_vs_true.png").read_bytes()[:4] == b"\x89PNG"
     else:
         truth = frame[target].astype(str).to_numpy()
@@ -98,6 +103,19 @@ def test_sklearn_tables_through_the_whole_flow(tmp_path, name, target, task, cla
         assert metrics["final_accuracy"] == pytest.approx(skm.accuracy_score(truth, predicted))
         assert metrics["log_loss"] == pytest.approx(skm.log_loss(truth, probs, labels=classes))
         assert (tmp_path / "out" / "confusion_matrix.png").exists()
+        labels = pd.Categorical(truth, categories=classes).codes
+        auc = (skm.roc_auc_score(labels, probs[:, 1]) if len(classes) == 2 else
+               skm.roc_auc_score(labels, probs, multi_class="ovr"))  # fmt: skip
+        assert metrics["roc_auc"] == pytest.approx(auc)
+        assert metrics["balanced_accuracy"] == pytest.approx(
+            skm.balanced_accuracy_score(truth, predicted)
+        )
+        assert metrics["linear_baseline"]["model"] == "LogisticRegression"
+        assert metrics["linear_baseline"]["scores"]["accuracy"] > metrics["majority_accuracy"]
+    print_summary(result, 1.0)
+    shown = capsys.readouterr().out
+    assert f"linear baseline ({metrics['linear_baseline']['model']}, same folds)" in shown
+    assert ("MAPE" if task == "regression" else "ROC-AUC") in shown
     if name == "breast_cancer":
         assert metrics["data"]["categorical"] == ["clinic"]
         assert metrics["data"]["vocabularies"]["clinic"] == ["east", "north", "south"]
