@@ -40,6 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # The fold workers spawn and import TensorFlow (or this process imports it, when the
         # folds train here) while the API server boots; the flow's fan-out takes them over.
         with fold_execution(config):
+            import tasks.join  # noqa: F401 - the flow imports it late; here it overlaps the boot
             from flows.cross_validate import cross_validate
 
             wait_for_api()

@@ -1,5 +1,7 @@
 """The k-fold cross-validation DAG: fetch -> clean -> plan -> train each fold -> join -> bundle."""
 
+import importlib
+import threading
 from typing import Any
 
 from prefect import flow, unmapped
@@ -14,7 +16,6 @@ from tasks.clean import CleanedData, clean_to_parquet
 from tasks.config import CVConfig
 from tasks.errors import FoldFailedError
 from tasks.folds import full_fold, plan_folds
-from tasks.join import join_out_of_fold, split_outcomes
 from tasks.metrics import FailedFold, RunInfo
 from tasks.outputs import check_output_dir
 from tasks.redact import redact_source
@@ -24,6 +25,16 @@ def fetch_and_clean(config: CVConfig) -> CleanedData:
     """Steps 1-2: the raw file, downloaded with retries, cleaned once into cached Parquet."""
     raw = fetch_source(config.source, config.cache_dir, config.download, config.sha256)
     return clean_to_parquet(raw.path, raw.sha256, config.cache_dir, config.data, raw.source)
+
+
+def import_join_meanwhile() -> threading.Thread:
+    """Import the join's modules (scikit-learn, SciPy, matplotlib: most of the flow's import
+    time) while the folds train, instead of before a served run can start its folds."""
+    thread = threading.Thread(
+        target=importlib.import_module, args=("tasks.join",), name="foldflow-join-import"
+    )
+    thread.start()
+    return thread
 
 
 def run_info(config: CVConfig) -> RunInfo:
@@ -63,9 +74,13 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
         if config.refit:
             everything = full_fold(data.n_rows, config.folds)
             refit = execution.runner.submit(train, {"fold": everything, **inputs})
+        importing = import_join_meanwhile()
         outcomes = collect_outcomes(futures, folds, refit)
 
     # Fan-in: every prediction back at its own row, the scores, the files.
+    importing.join()
+    from tasks.join import join_out_of_fold, split_outcomes
+
     try:
         joined = join_out_of_fold(
             data, folds, outcomes.folds, output_dir, run_info(config), config.min_folds

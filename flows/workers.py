@@ -31,6 +31,9 @@ from flows.worker import threads_per_worker
 from tasks.config import CVConfig, PoolConfig
 
 STATE_FILE = Path("workers") / "pool.json"
+# What a fold task needs on a worker besides TensorFlow: imported as a warm worker starts, so
+# that even the first run's folds find it there (a per-run cluster imports it with its folds).
+FOLD_IMPORTS = "import prefect.task_engine\nimport prefect_dask.client\nimport tasks.train\n"
 STOP_TIMEOUT_S = 30.0
 
 
@@ -70,6 +73,7 @@ def start_cluster(pool: PoolConfig) -> Any:
     if pool.gpus:
         return gpu_cluster(pool.gpus, threads, memory_limit=pool.memory_limit)
     kwargs = local_cluster_kwargs(pool.resolved_workers())
+    kwargs["preload"] = [preload + FOLD_IMPORTS for preload in kwargs["preload"]]
     return distributed.LocalCluster(name="foldflow-warm", memory_limit=pool.memory_limit, **kwargs)
 
 
