@@ -26,7 +26,7 @@ from flows.workers import WarmPool, read_state, state_path, with_pool
 from tasks.config import BUNDLED_DATA, CVConfig, ExecutionConfig, ModelConfig, PoolConfig
 from tasks.faults import FAIL_FOLDS_ENV
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # Dask clusters, training, CLI
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # Dask, training, CLI; slow machines
 
 ROOT = Path(__file__).resolve().parents[1]
 COLD = ExecutionConfig(runner="process", workers=2)
