@@ -148,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="warm deployment runs (default 3)")
     parser.add_argument("--source", default=str(BUNDLED_DATA))
     parser.add_argument("--keep", action="store_true", help="keep logs and outputs; print where")
+    parser.add_argument(
+        "--warm-only", action="store_true",
+        help="only the warm deployment's runs (no notebook loop, no cold sides): a quick look",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -158,23 +162,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for side in ("cold", "srv"):
             (work / side).mkdir()
-        print("notebook loop ...", end=" ", flush=True)
-        nb = run_notebook(args.seed, args.epochs, args.folds, args.source, work)
-        notebook_s = nb["process_wall_seconds"] - nb["borrowed_import_seconds"]
-        print(f"{notebook_s:.1f} s, accuracy {nb['final_accuracy']:.4f}", flush=True)
-        cold = run_foldflow(args.seed, args.epochs, args.folds, args.source, work / "cold")
-        print(f"foldflow run, local API (cold): {cold['process_wall_seconds']:.1f} s "
-              f"({notebook_s / cold['process_wall_seconds']:.1f}x)", flush=True)  # fmt: skip
+        notebook_s = float("nan")  # --warm-only: no notebook loop to compare with
+        if not args.warm_only:
+            print("notebook loop ...", end=" ", flush=True)
+            nb = run_notebook(args.seed, args.epochs, args.folds, args.source, work)
+            notebook_s = nb["process_wall_seconds"] - nb["borrowed_import_seconds"]
+            print(f"{notebook_s:.1f} s, accuracy {nb['final_accuracy']:.4f}", flush=True)
+            cold = run_foldflow(args.seed, args.epochs, args.folds, args.source, work / "cold")
+            print(f"foldflow run, local API (cold): {cold['process_wall_seconds']:.1f} s "
+                  f"({notebook_s / cold['process_wall_seconds']:.1f}x)", flush=True)  # fmt: skip
         with running_server(work) as server:
-            ran = run_foldflow(args.seed, args.epochs, args.folds, args.source, work / "srv",
-                               server)  # fmt: skip
-            print(f"foldflow run, running server: {ran['process_wall_seconds']:.1f} s "
-                  f"({notebook_s / ran['process_wall_seconds']:.1f}x)", flush=True)  # fmt: skip
+            if not args.warm_only:
+                ran = run_foldflow(args.seed, args.epochs, args.folds, args.source, work / "srv",
+                                   server)  # fmt: skip
+                print(f"foldflow run, running server: {ran['process_wall_seconds']:.1f} s "
+                      f"({notebook_s / ran['process_wall_seconds']:.1f}x)", flush=True)  # fmt: skip
             with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
                 with get_client(sync_client=True) as client:
-                    with serving(work, "served", server.api_url, [], args.epochs, args.folds):
-                        served = deployment_run(client, "cross-validate/served", work, "s0")
-                    print_run("served deployment, no pool", served, notebook_s)
+                    if not args.warm_only:
+                        with serving(work, "served", server.api_url, [], args.epochs,
+                                     args.folds):  # fmt: skip
+                            served = deployment_run(client, "cross-validate/served", work, "s0")
+                        print_run("served deployment, no pool", served, notebook_s)
                     warm_args = ["--warm-workers", str(WARM_WORKERS)]
                     warm = []
                     with serving(work, "warm", server.api_url, warm_args, args.epochs,
