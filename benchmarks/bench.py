@@ -484,12 +484,23 @@ def main(argv: list[str] | None = None) -> int:
         help="foldflow reports to a real `prefect server` started for the benchmark "
         "(PREFECT_API_URL) instead of its local API server",
     )  # fmt: skip
+    parser.add_argument(
+        "--warm", action="store_true",
+        help="benchmarks.warm instead: also a served deployment, cold and with a warm pool",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     epochs = args.epochs or (QUICK_EPOCHS if args.quick else NOTEBOOK_EPOCHS)
     folds = args.folds or NOTEBOOK_FOLDS
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if not seeds:
         parser.error("--seeds needs at least one seed")
+    if args.warm:  # its own sides, the first seed only
+        from benchmarks.warm import main as warm_main
+
+        return warm_main([
+            "--epochs", str(epochs), "--folds", str(folds), "--seed", str(seeds[0]),
+            "--source", args.source, *(["--keep"] if args.keep else []),
+        ])  # fmt: skip
 
     print(machine_line())
     print(f"data: {args.source}; {folds} folds x {epochs} epochs; seeds {seeds}", flush=True)

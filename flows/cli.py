@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from flows.cli_options import (
+    POOL_SECTIONS,
     PREDICT_SECTIONS,
+    SERVE_SECTIONS,
     add_config_options,
     config_from_args,
     load_file,
@@ -19,7 +21,7 @@ from flows.lifetime import seconds_since_start
 from flows.local_api import api_for_run, wait_for_api
 from flows.stops import stop_on_signals
 from flows.worker import configure_process
-from tasks.config import CompareConfig, PredictConfig
+from tasks.config import CompareConfig, PoolConfig, PredictConfig, ServeConfig
 
 
 def say(line: str) -> None:
@@ -40,6 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # The fold workers spawn and import TensorFlow (or this process imports it, when the
         # folds train here) while the API server boots; the flow's fan-out takes them over.
         with fold_execution(config):
+            import tasks.join  # noqa: F401 - the flow imports it late; here it overlaps the boot
             from flows.cross_validate import cross_validate
 
             wait_for_api()
@@ -147,22 +150,39 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a deployment of prefect.yaml from this long-running process (no work pool)."""
+    import contextlib
+
     from flows.deployments import default_cron, deployment_of
 
     configure_process()
     deployment = deployment_of(args.flow)
+    serving = config_from_args(args, SERVE_SECTIONS, ServeConfig, use_file=False)
     if args.flow == "predict":
         from flows.predict import predict as served_flow
 
+        if serving.warm_workers:
+            raise ValueError("--warm-workers: only the cross-validate flow trains folds")
         # A predict run's PredictConfig is a run parameter (`--param config=...`, UI form).
         parameters, tags = PredictConfig().model_dump(mode="json"), []
     else:
         from flows.cross_validate import cross_validate as served_flow
 
         config = config_from_args(args)
-        parameters, tags = config.model_dump(mode="json"), [f"runner-{config.execution.runner}"]
-    with api_for_run(say):
-        wait_for_api()
+    with api_for_run(say), contextlib.ExitStack() as stack:
+        wait_for_api()  # before the pool starts: its workers inherit the API's URL
+        if args.flow != "predict":
+            if serving.warm_workers:
+                from flows.workers import WarmPool, with_pool
+
+                pool = PoolConfig(
+                    workers=serving.warm_workers, gpus=config.execution.gpus,
+                    cache_dir=config.cache_dir,
+                )  # fmt: skip
+                warm = stack.enter_context(WarmPool(pool))
+                config = with_pool(config, pool, warm.address)
+                say(f"foldflow: {pool.resolved_workers()} warm fold workers at {warm.address}")
+            parameters = config.model_dump(mode="json")
+            tags = [f"runner-{config.execution.runner}", *(["warm"] * bool(serving.warm_workers))]
         served_flow.serve(
             name=args.name or deployment["name"],
             cron=default_cron(deployment) if args.cron is None else (args.cron or None),
@@ -171,6 +191,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
             description=deployment.get("description"),
             pause_on_shutdown=False,
         )
+    return 0
+
+
+def cmd_workers_start(args: argparse.Namespace) -> int:
+    """Start a warm pool of fold workers and keep it up until stopped; print its address."""
+    import threading
+
+    from flows.workers import WarmPool, read_state, terminate_as_interrupt
+
+    pool = config_from_args(args, POOL_SECTIONS, PoolConfig)
+    configure_process()
+    running = read_state(pool.cache_dir)
+    if running is not None:
+        raise RuntimeError(
+            f"a warm pool already runs for {pool.cache_dir} (pid {running.pid}, "
+            f"{running.address}); `foldflow workers stop` ends it"
+        )
+    with terminate_as_interrupt():
+        say(f"foldflow: starting {pool.resolved_workers()} warm fold workers ...")
+        with WarmPool(pool, record=True) as warm:
+            print(warm.address, flush=True)  # stdout: the address alone, for scripts
+            say(
+                f"foldflow: warm pool ready; run with --dask-address {warm.address} "
+                "(`foldflow workers stop` or Ctrl-C ends it)"
+            )
+            threading.Event().wait()  # until SIGINT / SIGTERM
+    return 0
+
+
+def cmd_workers_stop(args: argparse.Namespace) -> int:
+    """Stop the warm pool recorded under the cache folder."""
+    from flows.workers import stop_pool
+
+    cache_dir = args.cache_dir or PoolConfig.model_fields["cache_dir"].default
+    stopped = stop_pool(cache_dir)
+    if stopped is None:
+        say(f"foldflow: no warm pool runs for {cache_dir}")
+        return 1
+    say(f"foldflow: stopped the warm pool at {stopped.address} (pid {stopped.pid})")
     return 0
 
 
@@ -238,7 +297,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--name", help="deployment name (default: prefect.yaml's)")
     serve.add_argument("--cron", help="cron schedule; '' for none (default: prefect.yaml's)")
     add_config_options(serve)
+    add_config_options(serve, SERVE_SECTIONS, kind="", title="warm pool")
     serve.set_defaults(func=cmd_serve)
+    workers = sub.add_parser("workers", help="a warm pool of fold workers that outlives runs")
+    action = workers.add_subparsers(dest="action", required=True)
+    start = action.add_parser("start", help="start the pool; prints the --dask-address to use")
+    add_config_options(start, POOL_SECTIONS, "PoolConfig", title="warm pool")
+    start.set_defaults(func=cmd_workers_start)
+    stop = action.add_parser("stop", help="stop the pool that `workers start` started")
+    cache = PoolConfig.model_fields["cache_dir"]
+    stop.add_argument("--cache-dir", help=f"{cache.description} (default: {cache.default})")
+    stop.set_defaults(func=cmd_workers_stop)
     predict = sub.add_parser("predict", help="score new rows with a saved model bundle")
     add_config_options(predict, PREDICT_SECTIONS, "PredictConfig")
     add_verbose_option(predict)

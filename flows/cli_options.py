@@ -12,7 +12,15 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from tasks.config import CVConfig, DownloadConfig, ExecutionConfig, ModelConfig, PredictConfig
+from tasks.config import (
+    CVConfig,
+    DownloadConfig,
+    ExecutionConfig,
+    ModelConfig,
+    PoolConfig,
+    PredictConfig,
+    ServeConfig,
+)
 from tasks.data.spec import DataSpec
 from tasks.errors import PermanentError
 
@@ -31,6 +39,10 @@ PREDICT_SECTIONS: tuple[tuple[str | None, type[BaseModel], str], ...] = (
     (None, PredictConfig, ""),
     ("download", DownloadConfig, "download-"),
 )
+# `foldflow workers start|stop`: a warm pool's own settings.
+POOL_SECTIONS: tuple[tuple[str | None, type[BaseModel], str], ...] = ((None, PoolConfig, ""),)
+# `foldflow serve`: what the serve process adds beside its runs' config (--warm-workers).
+SERVE_SECTIONS: tuple[tuple[str | None, type[BaseModel], str], ...] = ((None, ServeConfig, ""),)
 # Shorter names kept from earlier versions of the CLI.
 RENAMED = {"hidden_units": "hidden", "fold_retries": "retries"}
 # Values with a syntax of their own on the command line.
@@ -104,12 +116,19 @@ def add_config_options(
     sections: tuple = SECTIONS,
     kind: str = "CVConfig",
     defaults: dict[str, Any] | None = None,
+    title: str | None = None,
 ) -> None:
-    """One option per field of the config models, grouped by section; `defaults` (by dest)
-    are the command's own defaults where they differ from the field's, for the help text."""
-    parser.add_argument("--config", help=f"JSON or YAML file with a {kind}; options override it")
+    """One option per field of the config models, grouped by section.
+
+    `defaults` (by dest) are the command's own defaults where they differ from the field's,
+    for the help text; `kind=""`: no --config option (a second set on a parser that has one).
+    """
+    if kind:
+        parser.add_argument(
+            "--config", help=f"JSON or YAML file with a {kind}; options override it"
+        )
     for section, model, prefix in sections:
-        group = parser.add_argument_group(GROUP_TITLES[section])
+        group = parser.add_argument_group(title or GROUP_TITLES[section])
         for name, info in model.model_fields.items():
             kwargs = _argument_kwargs(name, info, (defaults or {}).get(_dest(section, name)))
             if kwargs is None:
@@ -161,10 +180,16 @@ def _yaml_problem(err: Any) -> str:
 
 
 def config_from_args(
-    args: argparse.Namespace, sections: tuple = SECTIONS, config_type: type[BaseModel] = CVConfig
+    args: argparse.Namespace,
+    sections: tuple = SECTIONS,
+    config_type: type[BaseModel] = CVConfig,
+    use_file: bool = True,
 ) -> Any:
-    """Merge a config file (if any) with the command-line options into one validated config."""
-    base: dict[str, Any] = load_file(args.config) if args.config else {}
+    """Merge a config file (if any) with the command-line options into one validated config.
+
+    `use_file=False`: the options only (the parser's --config file is another config's).
+    """
+    base: dict[str, Any] = load_file(args.config) if use_file and args.config else {}
     opts = vars(args)
     for section, model, _ in sections:
         values = {

@@ -1,5 +1,7 @@
 """The k-fold cross-validation DAG: fetch -> clean -> plan -> train each fold -> join -> bundle."""
 
+import importlib
+import threading
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
@@ -9,15 +11,12 @@ from prefect.states import Completed, Failed, State
 from flows.execution import collect_outcomes, fold_execution, fold_task
 from flows.fetch import fetch_source
 from flows.naming import announce_run, short_run_id, tag_flow_run
-from tasks.baseline import linear_baseline
 from tasks.bundle import output_bytes, write_model_bundle
 from tasks.clean import CleanedData, clean_to_parquet
 from tasks.config import CVConfig
 from tasks.errors import FoldFailedError
 from tasks.fold_cards import queue_fold_cards
 from tasks.folds import full_fold, plan_folds
-from tasks.importance import feature_importance
-from tasks.join import join_out_of_fold, split_outcomes
 from tasks.metrics import FailedFold, RunInfo
 from tasks.outputs import check_output_dir
 from tasks.progress import warn_cached_curves
@@ -29,6 +28,16 @@ def fetch_and_clean(config: CVConfig) -> CleanedData:
     """Steps 1-2: the raw file, downloaded with retries, cleaned once into cached Parquet."""
     raw = fetch_source(config.source, config.cache_dir, config.download, config.sha256)
     return clean_to_parquet(raw.path, raw.sha256, config.cache_dir, config.data, raw.source)
+
+
+def import_join_meanwhile() -> threading.Thread:
+    """Import the join's modules (scikit-learn, SciPy, matplotlib: most of the flow's import
+    time) while the folds train, instead of before a served run can start its folds."""
+    thread = threading.Thread(
+        target=importlib.import_module, args=("tasks.join",), name="foldflow-join-import"
+    )
+    thread.start()
+    return thread
 
 
 def run_info(config: CVConfig) -> RunInfo:
@@ -73,14 +82,21 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
         if config.refit:
             everything = full_fold(data.n_rows, config.folds)
             refit = execution.runner.submit(train, {"fold": everything, **inputs})
+        importing = import_join_meanwhile()
+        from tasks.baseline import linear_baseline  # scikit-learn: after the fan-out
+
         linear = linear_baseline(data, folds) if config.linear_baseline else None  # seconds
         outcomes = collect_outcomes(futures, folds, refit)
+    importing.join()
+    from tasks.join import join_out_of_fold, split_outcomes
+
     warn_cached_curves(outcomes.folds, config.execution.validate_every)
     # The Runs list says which folds failed (a successful retry drops the tags again).
     _, failed = split_outcomes(folds, outcomes.folds)
     tag_flow_run([f"failed-{f.label}" for f in failed], ("failed-fold-", *SCORE_TAG_PREFIXES))
 
     # Fan-in: every prediction back at its own row, the scores, the files.
+
     try:
         joined = join_out_of_fold(
             data, folds, outcomes.folds, output_dir, run_info(config), config.min_folds, linear
@@ -95,6 +111,8 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
         )
     results, _ = split_outcomes(folds, outcomes.folds)
     if config.importance:  # optional, bounded: folds × columns × 3 forward passes
+        from tasks.importance import feature_importance
+
         joined.paths.update(feature_importance(data, results, output_dir, config.seed))
     bundle = write_model_bundle(data, results, joined.metrics, output_dir, config.model,
                                 config.data, config.config_hash(), outcomes.refit)  # fmt: skip

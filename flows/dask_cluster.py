@@ -43,9 +43,13 @@ def warm_up_preload(threads: int, gpu: int | None) -> str:
     """A worker preload (script text) importing TensorFlow as the worker's folds would.
 
     It runs while the worker starts, before it joins the cluster: folds then start training at
-    once, and no task is unpickled beside the import (which would race it for modules).
+    once, and no task is unpickled beside the import (which would race it for modules). The
+    worker also ends when the process that holds its nanny ends, however that one died.
     """
-    return f"from flows.worker import warm_tensorflow\nwarm_tensorflow({threads}, {gpu!r})\n"
+    return (
+        "from flows.lifetime import exit_with_parent\nexit_with_parent()\n"  # no orphans
+        f"from flows.worker import warm_tensorflow\nwarm_tensorflow({threads}, {gpu!r})\n"
+    )
 
 
 def local_cluster_kwargs(workers: int) -> dict[str, Any]:

@@ -210,6 +210,53 @@ class FoldRuntime(TrainingLoopConfig):
         )
 
 
+class PoolConfig(BaseModel):
+    """A warm pool of fold workers that outlives runs (`foldflow workers start`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workers: int | None = Field(
+        default=None, ge=1, le=256,
+        description="Fold worker processes kept warm; default one per CPU core (or per GPU).",
+    )  # fmt: skip
+    gpus: list[int] | None = Field(
+        default=None, description="GPU ids, one warm worker per GPU; None = CPU only."
+    )
+    memory_limit: str = Field(
+        default="auto",
+        description="Memory per worker (e.g. 2GiB); its nanny restarts a worker that passes "
+        "95 percent of it (Dask's memory_limit; auto = RAM / workers).",
+    )
+    cache_dir: str = Field(
+        default=".foldflow/cache", description="Local folder holding the pool's state file."
+    )
+
+    @field_validator("gpus")
+    @classmethod
+    def _check_gpus(cls, gpus: list[int] | None) -> list[int] | None:
+        from tasks.devices import check_devices
+
+        return None if gpus is None else (check_devices(gpus) or None)
+
+    def resolved_workers(self) -> int:
+        """One worker per GPU, else as asked, else one per CPU core."""
+        if self.gpus:
+            return len(self.gpus)
+        return self.workers or max(1, os.cpu_count() or 1)
+
+
+class ServeConfig(BaseModel):
+    """What `foldflow serve` adds to a served deployment besides its runs' config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    warm_workers: int | None = Field(
+        default=None, ge=1, le=256,
+        description="Keep this many fold workers warm beside the deployment, and send every "
+        "run's folds to them (none: each run starts its own workers).",
+    )  # fmt: skip
+
+
 class DownloadConfig(BaseModel):
     """How patiently the source is fetched."""
 

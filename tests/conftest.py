@@ -16,7 +16,8 @@ def prefect_api():
     """A temporary Prefect server for the whole session (real API, throwaway database)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    # A loaded machine means a later start, not a failed session.
+    with prefect_test_harness(server_startup_timeout=600):
         yield
 
 

@@ -446,3 +446,53 @@ def test_progress_cards_move_through_intermediate_values_during_a_run(server, tm
     for fold in ("fold-1", "fold-2"):
         between = sorted(v for v in seen.get(fold, ()) if 0 < v < 100)
         assert between, f"{fold}: only {sorted(seen.get(fold, ()))} seen while it trained"
+
+
+def test_served_deployment_with_warm_workers_sends_every_run_there(server, tmp_path):
+    """`foldflow serve --warm-workers 2`: the deployment's runs carry the pool's address, two
+    runs (different settings) train on the same two warm workers, children of the serve
+    process, and those workers end when the serve process does."""
+    launcher, url = server
+    proc = launcher.start(
+        "serve-warm",
+        [str(BIN / "foldflow"), "serve", "--name", "warm", "--cron", "", "--epochs", "2",
+         "--warm-workers", "2", "--cache-dir", str(tmp_path / "cache"),
+         "--output-dir", str(tmp_path / "out-1")],
+        PREFECT_RUNNER_POLL_FREQUENCY="1",
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "being served" not in proc.log_path.read_text(errors="replace"):
+            if not proc.alive() or time.monotonic() > deadline:
+                pytest.fail(f"foldflow serve --warm-workers did not start\n{proc.tail()}")
+            time.sleep(0.25)
+        with api(url) as client:
+            config = client.read_deployment_by_name("cross-validate/warm").parameters["config"]
+            address = config["execution"]["dask_address"]
+            assert address.startswith("tcp://127.0.0.1:"), config["execution"]
+            assert config["execution"]["workers"] == 2
+            second = {**config, "model": {**config["model"], "epochs": 3},
+                      "output_dir": str(tmp_path / "out-2")}  # fmt: skip
+            for parameters in ({}, {"config": second}):
+                flow_run = run_deployment("cross-validate/warm", parameters=parameters, timeout=0)
+                run = wait_final(client, flow_run.id, launcher, proc)
+                assert run.state.is_completed(), f"{run.state!r}\n{launcher.logs()}"
+        pids = []
+        for out in ("out-1", "out-2"):
+            metrics = json.loads((tmp_path / out / "metrics.json").read_text())
+            pids.append({int(f["worker"].rsplit(":", 1)[1]) for f in metrics["folds"]})
+        assert pids[1] == pids[0] and len(pids[0]) == 2, pids  # the same warm workers
+        assert [m["run"]["config"]["model"]["epochs"] for m in (
+            json.loads((tmp_path / o / "metrics.json").read_text()) for o in ("out-1", "out-2")
+        )] == [2, 3]  # fmt: skip
+        serve_children = {p.pid for p in psutil.Process(proc.popen.pid).children()}
+        assert pids[0] <= serve_children
+
+        proc.popen.terminate()  # the serve process alone, not its process group
+        proc.popen.wait(60)
+        deadline = time.monotonic() + 20
+        while any(psutil.pid_exists(p) for p in pids[0]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(psutil.pid_exists(p) for p in pids[0]), "warm workers outlived serve"
+    finally:
+        proc.stop()
