@@ -187,7 +187,7 @@ def task_runs(flow_run_id) -> dict[str, str]:
     from tests.prefect_runs import settled_task_runs
 
     with get_client(sync_client=True) as client:
-        runs = settled_task_runs(client, flow_run_id, keep=lambda r: "fold" in r.name)
+        runs = settled_task_runs(client, flow_run_id, keep=lambda r: "fold-" in r.name)
     return {run.name: run.state.name for run in runs}
 
 
