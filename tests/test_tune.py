@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -123,7 +124,7 @@ def test_holdout_rows_never_enter_a_fold(tmp_path, bundled_csv):
     full = pd.read_parquet(data.path)
     key, target = data.spec.key, data.spec.target
     held_ids = set(full[key].iloc[split.holdout_positions])
-    assert len(held_ids) == round(0.2 * data.n_rows)
+    assert len(held_ids) == math.ceil(0.2 * data.n_rows)
     search = pd.read_parquet(split.search.path)
     assert set(search[key]).isdisjoint(held_ids) and len(search) + len(held_ids) == len(full)
     for fold in plan_folds.fn(split.search, 5, True, 42):
@@ -244,7 +245,7 @@ def test_regression_tune_with_a_failing_trial_and_a_holdout(tmp_path):
     assert list(table["state"]) == ["FAIL", "COMPLETE"]
     assert "diverged" in table.loc[0, "error"]
     assert result["metric"] == "rmse" and result["best_trial"] == 1
-    assert result["holdout_rows"] == round(0.2 * len(frame))
+    assert result["holdout_rows"] == math.ceil(0.2 * len(frame))  # scikit-learn rounds up
     assert result["search_rows"] == len(frame) - result["holdout_rows"]
     assert np.isfinite(result["holdout_score"]) and result["holdout_score"] > 0
     assert (Path(result["paths"]["model"]) / "manifest.json").exists()
