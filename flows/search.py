@@ -195,11 +195,13 @@ def fail_interrupted(study: Any) -> int:
 
     host = socket.gethostname()
     again = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in study.get_trials(deepcopy=True, states=(TrialState.RUNNING,)):
         owner_host, _, pid = str(trial.user_attrs.get(OWNER, "")).rpartition(":")
         if owner_host != host or not pid.isdigit() or psutil.pid_exists(int(pid)):
             continue
-        study.tell(trial.number, state=TrialState.FAIL)
+        told = study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        run_logger().info("trial %d was interrupted (%s); its params run again", trial.number,
+                          told.state.name.lower())  # fmt: skip
         study.enqueue_trial(trial.params, skip_if_exists=False)
         again += 1
     return again
