@@ -270,14 +270,14 @@ def test_a_killed_tune_resumes_without_retraining_a_finished_fold(tmp_path):
 
     first = cli_tune(tmp_path)
     output = Output(first)
-    output.wait_for("'trial-1.fold-1' - Finished in state Completed", timeout=240)
+    output.wait_for("'trial-1.fold-1' - Finished in state Completed", timeout=600)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
     (tmp_path / "first.log").write_text(output.text)
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "folds").iterdir()}
 
     second = subprocess.run(cli_tune(tmp_path).args, cwd=ROOT, capture_output=True, text=True,
-                            timeout=300, env={**{k: v for k, v in os.environ.items()
+                            timeout=600, env={**{k: v for k, v in os.environ.items()
                                                  if not k.startswith("PREFECT_")},
                                               "PREFECT_HOME": str(tmp_path / "home")})  # fmt: skip
     log = second.stdout + second.stderr
