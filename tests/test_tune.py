@@ -251,24 +251,26 @@ def test_regression_tune_with_a_failing_trial_and_a_holdout(tmp_path):
     assert (Path(result["paths"]["model"]) / "manifest.json").exists()
 
 
-def cli_tune(tmp_path: Path) -> subprocess.Popen:
+def cli_args(tmp_path: Path) -> list[str]:
+    return [sys.executable, "-m", "flows.cli", "tune", "--trials", "2", "--folds", "2",
+            "--epochs", "2", "--runner", "thread", "--workers", "1", "--holdout", "0",
+            "--no-prune", "--sampler", "random", "--output-dir", str(tmp_path / "out"),
+            "--cache-dir", str(tmp_path / "cache"), "--retries", "0"]  # fmt: skip
+
+
+def cli_env(tmp_path: Path) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     (tmp_path / "home").mkdir(exist_ok=True)
-    return subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "tune", "--trials", "2", "--folds", "2",
-         "--epochs", "2", "--runner", "thread", "--workers", "1", "--holdout", "0",
-         "--no-prune", "--sampler", "random", "--output-dir", str(tmp_path / "out"),
-         "--cache-dir", str(tmp_path / "cache"), "--retries", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True, env={**base, "PREFECT_HOME": str(tmp_path / "home")},
-    )  # fmt: skip
+    return {**base, "PREFECT_HOME": str(tmp_path / "home")}
 
 
 @pytest.mark.slow
 def test_a_killed_tune_resumes_without_retraining_a_finished_fold(tmp_path):
     from tests.test_signals import Output
 
-    first = cli_tune(tmp_path)
+    first = subprocess.Popen(cli_args(tmp_path), cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                             env=cli_env(tmp_path))  # fmt: skip
     output = Output(first)
     output.wait_for("'trial-1.fold-1' - Finished in state Completed", timeout=600)
     os.killpg(first.pid, signal.SIGKILL)
@@ -276,10 +278,8 @@ def test_a_killed_tune_resumes_without_retraining_a_finished_fold(tmp_path):
     (tmp_path / "first.log").write_text(output.text)
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "folds").iterdir()}
 
-    second = subprocess.run(cli_tune(tmp_path).args, cwd=ROOT, capture_output=True, text=True,
-                            timeout=600, env={**{k: v for k, v in os.environ.items()
-                                                 if not k.startswith("PREFECT_")},
-                                              "PREFECT_HOME": str(tmp_path / "home")})  # fmt: skip
+    second = subprocess.run(cli_args(tmp_path), cwd=ROOT, capture_output=True, text=True,
+                            timeout=600, env=cli_env(tmp_path))  # fmt: skip
     log = second.stdout + second.stderr
     (tmp_path / "second.log").write_text(log)
     assert second.returncode == 0, log[-3000:]
