@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 4200
 
-.PHONY: run test test-fast lint bench bench-scale server clean-cache setup screenshots docs
+.PHONY: run test test-fast lint bench bench-scale bench-tune server clean-cache setup screenshots docs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench: $(STAMP)
 # 2 000 / 20 000 / 200 000 synthetic rows, fit vs foldflow with 1 and 2 workers (a few minutes).
 bench-scale: $(STAMP)
 	$(BIN)/python -m benchmarks.scale $(ARGS)
+
+# foldflow tune with and without pruning: 30 trials x 5 folds x 100 epochs (many minutes).
+bench-tune: $(STAMP)
+	$(BIN)/python -m benchmarks.tune $(ARGS)
 
 # The docs' UI screenshots (docs/*.png) (needs: apt-get install chromium chromium-driver).
 screenshots: $(STAMP)

@@ -14,8 +14,10 @@ from flows.cli_options import (
     PREDICT_SECTIONS,
     SERVE_SECTIONS,
     add_config_options,
+    add_model_options,
     config_from_args,
     load_file,
+    model_values,
 )
 from flows.lifetime import seconds_since_start
 from flows.local_api import api_for_run, wait_for_api
@@ -148,6 +150,42 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def tune_config_from_args(args: argparse.Namespace) -> Any:
+    """The TuneConfig of `foldflow tune`: the run's options, the tune options, the space file."""
+    from tasks.search_space import load_space
+    from tasks.tune_config import TuneConfig
+
+    payload: dict[str, Any] = {"cv": config_from_args(args)}
+    payload.update(model_values(args, TuneConfig, "tune"))
+    if args.space:
+        payload["space"] = load_space(args.space)
+    return TuneConfig.model_validate(payload)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Search hyperparameters: every trial a k-fold cross-validation, pruned fold by fold."""
+    config = tune_config_from_args(args)
+    configure_process()
+    with stop_on_signals("search"), api_for_run(say):
+        from flows.console import quiet_console
+        from flows.execution import fold_execution
+
+        quiet_console(args.verbose)
+
+        # As in `run`: the fold workers start while the API server boots.
+        with fold_execution(config.cv, tasks=config.cv.n_fold_tasks * config.parallel_trials):
+            from flows.tune import describe_result, tune
+
+            wait_for_api()
+            result = tune(config)
+    print(describe_result(result))
+    print("trials: " + ", ".join(f"{n} {state.lower()}" for state, n in result["trials"].items()))
+    for path in result["paths"].values():
+        print(f"wrote {path}")
+    print(f"wall time: {seconds_since_start():.1f} s")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a deployment of prefect.yaml from this long-running process (no work pool)."""
     import contextlib
@@ -164,6 +202,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise ValueError("--warm-workers: only the cross-validate flow trains folds")
         # A predict run's PredictConfig is a run parameter (`--param config=...`, UI form).
         parameters, tags = PredictConfig().model_dump(mode="json"), []
+    elif args.flow == "tune":
+        from flows.tune import tune as served_flow
+        from tasks.tune_config import TuneConfig
+
+        config = TuneConfig(cv=config_from_args(args))
+        parameters, tags = config.model_dump(mode="json"), ["tune"]
     else:
         from flows.cross_validate import cross_validate as served_flow
 
@@ -289,9 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve a deployment of prefect.yaml on its schedule")
     serve.add_argument(
         "--flow",
-        choices=["cross-validate", "predict"],
+        choices=["cross-validate", "predict", "tune"],
         default="cross-validate",
-        help="the flow to serve; the run options below apply to cross-validate only "
+        help="the flow to serve; the run options below apply to cross-validate and tune "
         "(default: cross-validate)",
     )
     serve.add_argument("--name", help="deployment name (default: prefect.yaml's)")
@@ -308,6 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     cache = PoolConfig.model_fields["cache_dir"]
     stop.add_argument("--cache-dir", help=f"{cache.description} (default: {cache.default})")
     stop.set_defaults(func=cmd_workers_stop)
+    tune = sub.add_parser("tune", help="search hyperparameters, every trial k parallel folds")
+    tune.add_argument("--space", help="YAML/JSON search space: model field -> distribution")
+    add_config_options(tune)
+    from tasks.tune_config import TuneConfig
+
+    add_model_options(tune, TuneConfig, "tune", "tune (the search)", skip=("cv", "space"))
+    add_verbose_option(tune)
+    tune.set_defaults(func=cmd_tune)
     predict = sub.add_parser("predict", help="score new rows with a saved model bundle")
     add_config_options(predict, PREDICT_SECTIONS, "PredictConfig")
     add_verbose_option(predict)

@@ -137,6 +137,28 @@ def add_config_options(
             group.add_argument(flag, dest=_dest(section, name), **kwargs)
 
 
+def add_model_options(
+    parser: argparse.ArgumentParser, model: type[BaseModel], section: str, title: str,
+    skip: tuple[str, ...] = (),
+) -> None:
+    """One option per field of one more config model (e.g. TuneConfig's), in its own group."""
+    group = parser.add_argument_group(title)
+    for name, info in model.model_fields.items():
+        kwargs = None if name in skip else _argument_kwargs(name, info)
+        if kwargs is not None:
+            group.add_argument("--" + name.replace("_", "-"), dest=_dest(section, name), **kwargs)
+
+
+def model_values(args: argparse.Namespace, model: type[BaseModel], section: str) -> dict[str, Any]:
+    """The options of `add_model_options` that were given, by field name."""
+    opts = vars(args)
+    return {
+        name: opts[_dest(section, name)]
+        for name in model.model_fields
+        if opts.get(_dest(section, name)) is not None
+    }
+
+
 def _gpus(text: str | None) -> list[int] | None:
     from tasks.devices import parse_gpus
 

@@ -10,6 +10,7 @@ PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
 ENTRYPOINTS = {
     "cross-validate": "flows/cross_validate.py:cross_validate",
     "predict": "flows/predict.py:predict",
+    "tune": "flows/tune.py:tune",
 }
 
 
