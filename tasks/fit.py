@@ -15,7 +15,7 @@ from tasks.errors import PermanentError
 from tasks.fold_cards import worker_label
 from tasks.loop import GraphTrainer, epoch_batches
 from tasks.metrics import FoldRun
-from tasks.model import REGRESSION_LOSSES, build_model, model_to_bytes
+from tasks.model import REGRESSION_LOSSES, build_model, infer, model_to_bytes
 from tasks.preprocess import decode_regression, encode_target, fit_preprocessor, transform
 from tasks.progress import ProgressReporter
 
@@ -305,9 +305,8 @@ def _predict(net: Any, prepared: PreparedFold) -> tuple[np.ndarray, np.ndarray]:
         empty = np.zeros((0, len(spec.classes)) if spec.classes else 0)
         return empty, empty
     x_test, y_test = prepared.rows(prepared.test)
-    # A direct call, not predict(): no new tf.function (and retracing warning) per fold.
-    raw = np.asarray(net(x_test, training=False), dtype=np.float64)
+    raw = infer(net, x_test)  # as `foldflow predict` scores them, whatever the batch
     if spec.task == "regression":
         params = prepared.params
         return decode_regression(raw[:, 0], params), decode_regression(y_test[:, 0], params)
-    return raw / raw.sum(axis=1, keepdims=True), y_test  # float32 softmax -> sums to 1
+    return raw / raw.sum(axis=1, keepdims=True), y_test  # softmax's rounding -> sums to 1

@@ -18,6 +18,7 @@ from tasks.data.spec import ResolvedSpec
 from tasks.data.table import typed_table
 from tasks.errors import DataValidationError
 from tasks.logs import run_logger
+from tasks.model import infer
 from tasks.outputs import write_atomic
 from tasks.preprocess import decode_regression, transform, unseen_categories
 
@@ -155,7 +156,7 @@ def predict_with(bundle: Bundle, name: str, table: pd.DataFrame) -> np.ndarray:
     params = bundle.params(name)
     x = transform(table, bundle.spec, params)
     net = keras.saving.load_model(bundle.model_file(name), compile=False)
-    raw = np.asarray(net(x, training=False), dtype=np.float64)
+    raw = infer(net, x)  # float64: the fold task's OOF values for the same rows
     if bundle.spec.task == "regression":
         return decode_regression(raw[:, 0], params)
     return raw / raw.sum(axis=1, keepdims=True)  # as the fold task did for its OOF rows

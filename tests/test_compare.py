@@ -100,7 +100,7 @@ def test_compare_ranks_regressions_by_rmse_with_a_paired_test_on_squared_errors(
     truth = rng.normal(100, 20, 300)
     folds = np.tile([1, 2, 3], 100)
     runs = {
-        "l1": regression_run("l1", truth, truth + rng.normal(0, 10, 300), folds),
+        "l1": regression_run(truth, truth + rng.normal(0, 10, 300), folds),
         "plain": regression_run(truth, truth + rng.normal(0, 5, 300), folds),
         "wild": regression_run(truth, truth + rng.normal(0, 30, 300), folds),
     }

@@ -191,7 +191,10 @@ def test_default_run_is_pinned_to_todays_oof_table(tmp_path):
     exact = [c for c in pinned.columns if not c.startswith("p_")]
     pd.testing.assert_frame_equal(got[exact], pinned[exact], check_exact=True)
     probs = [c for c in pinned.columns if c.startswith("p_")]
-    np.testing.assert_allclose(got[probs].to_numpy(), pinned[probs].to_numpy(), rtol=0, atol=1e-6)
+    # Training runs in float32, and CPUs round its products differently (AVX2 vs AVX-512
+    # kernels): an AMD EPYC (AVX2) moves one of the 14000 probabilities by 1.3e-6. A change to
+    # the training moves them by 1e-3 or more.
+    np.testing.assert_allclose(got[probs].to_numpy(), pinned[probs].to_numpy(), rtol=0, atol=1e-5)
 
 
 def test_inspect_prints_a_spec_that_run_accepts(tmp_path):

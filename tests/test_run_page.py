@@ -73,14 +73,21 @@ def _page(flow_run_id: UUID) -> tuple[list[str], dict[str, list], list[str]]:
         LogFilter,
         LogFilterFlowRunId,
     )
+    from prefect.client.schemas.sorting import LogSort
 
+    from tasks.logs import send_queued_logs
+
+    send_queued_logs()  # the run's last lines may still wait in Prefect's log batch
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(flow_run_id)
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
         )
+        # Newest first: a page of the server's default size (200) would stop before the end.
         logs = client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
+            limit=200,
+            sort=LogSort.TIMESTAMP_DESC,
         )
     by_key: dict[str, list] = {}
     for artifact in artifacts:
