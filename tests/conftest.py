@@ -27,3 +27,36 @@ def bundled_csv() -> Path:
     from tasks.config import BUNDLED_DATA
 
     return BUNDLED_DATA
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Keep the session's exit status for pytest_unconfigure's hard exit."""
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the test process once the report is out, as `foldflow` itself ends (flows/cli.py).
+
+    The interpreter's own shutdown then runs exit handlers and joins threads of the libraries
+    that ran in this process (Prefect's batched log and event senders, TensorFlow's teardown);
+    after the temporary API server has stopped, one of them once kept a finished session
+    (474 passed) alive until its 50-minute timeout. Threads still alive are named on stderr so
+    that a lingering one stays visible.
+    """
+    import sys
+    import threading
+
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status is None:
+        return
+    lingering = [t.name for t in threading.enumerate()
+                 if t is not threading.main_thread() and not t.daemon and t.is_alive()]  # fmt: skip
+    if lingering:
+        print(f"threads still alive at exit: {', '.join(lingering)}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+_EXIT_STATUS = pytest.StashKey[int]()
