@@ -2,10 +2,10 @@
 
 `run_search` keeps `parallel_trials` trials in flight. Each trial's folds are the run's own
 fold task (same cache key: a config seen before reuses its folds), submitted to the shared
-runner at most one per free worker, oldest trial first, so a pruned trial's remaining folds
-are simply never submitted. After each fold the trial's running score over the folds done so
-far, in plan order (step = folds done), goes to the pruner; a permanent error fails the trial
-and the study goes on.
+runner at most one per free worker, the trial with the fewest folds submitted first (so trials
+in flight advance a fold at a time), and a pruned trial's remaining folds are never submitted.
+After each fold the trial's running score over the folds done so far, in plan order (step =
+folds done), goes to the pruner; a permanent error fails the trial and the study goes on.
 """
 
 from __future__ import annotations
@@ -118,18 +118,21 @@ class Search:
         return TrialRun(trial, model, list(self.folds))
 
     def dispatch(self, trials: list[TrialRun]) -> None:
-        """Submit waiting folds, oldest trial first, while a worker is free."""
-        for run in trials:
-            while run.waiting and not run.finished and len(self.running) < self.execution.workers:
-                spec = run.waiting.pop(0)
-                task = fold_task(self.cv).with_options(
-                    task_run_name=f"trial-{run.trial.number}.{spec.label}"
-                )
-                parameters = {"data": self.data, "fold": spec, "model": run.model,
-                              "seed": self.cv.seed, "runtime": self.execution.runtime}  # fmt: skip
-                future = self.execution.runner.submit(task, parameters)
-                self.running[future] = (run, self.folds.index(spec))
-                self.stats.folds_submitted += 1
+        """Fill free workers, fewest folds submitted first: a pruned trial leaves few training."""
+        while len(self.running) < self.execution.workers:
+            waiting = [run for run in trials if run.waiting and not run.finished]
+            if not waiting:
+                return
+            run = min(waiting, key=lambda r: len(self.folds) - len(r.waiting))  # oldest on ties
+            spec = run.waiting.pop(0)
+            task = fold_task(self.cv).with_options(
+                task_run_name=f"trial-{run.trial.number}.{spec.label}"
+            )
+            parameters = {"data": self.data, "fold": spec, "model": run.model,
+                          "seed": self.cv.seed, "runtime": self.execution.runtime}  # fmt: skip
+            future = self.execution.runner.submit(task, parameters)
+            self.running[future] = (run, self.folds.index(spec))
+            self.stats.folds_submitted += 1
 
     def fold_finished(self, future: Any) -> None:
         """A fold came back: report the running score, prune, fail or complete its trial."""

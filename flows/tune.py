@@ -42,14 +42,21 @@ def open_study(config: TuneConfig, name: str, metric: str) -> Any:
     seed = config.cv.seed if config.sampler_seed is None else config.sampler_seed
     sampler = (optuna.samplers.TPESampler(seed=seed) if config.sampler == "tpe"
                else optuna.samplers.RandomSampler(seed=seed))  # fmt: skip
-    pruner = optuna.pruners.MedianPruner(
-        n_startup_trials=config.prune_startup_trials, n_warmup_steps=config.prune_warmup_folds
-    )
+    pruner = optuna.pruners.PercentilePruner(
+        config.prune_keep, n_startup_trials=config.prune_startup_trials,
+        n_warmup_steps=config.prune_warmup_folds,
+    )  # fmt: skip
     url = config.storage_url()
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    storage: Any = url
+    for prefix in ("sqlite:///", "journal:///"):
+        if url.startswith(prefix):
+            Path(url.removeprefix(prefix)).parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("journal:///"):
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:///")))
     study = optuna.create_study(
-        storage=url, study_name=name, direction=direction(metric), sampler=sampler,
+        storage=storage, study_name=name, direction=direction(metric), sampler=sampler,
         pruner=pruner, load_if_exists=True,
     )  # fmt: skip
     run_logger().info("study %s in %s (%s %s)", name, redact_source(url), study.direction.name
