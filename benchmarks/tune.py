@@ -2,7 +2,8 @@
 
 Every search uses the same settings and sampler seed (default: 5 folds x 100 epochs, 30 trials,
 2 workers, 2 trials in flight, no holdout) and gets its own empty cache, so none reuses
-another's folds. `--keep 50,30` runs one pruned search per share of trials the pruner keeps.
+another's folds. `--keep 30,50` (the default) runs one pruned search per share of trials the
+pruner keeps.
 Printed per search: fold trainings run (a fold result written to the cache), wall time of the
 flow, the best cross-validated score, trials per minute, and the Optuna storage time per trial
 (ask, report, should_prune, set_user_attr and tell, summed; the default journal file, or
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--parallel-trials", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="the sampler seed of every search")
-    parser.add_argument("--keep", default="50", help="pruned searches: percent of trials kept")
+    parser.add_argument("--keep", default="30,50", help="pruned searches: percent of trials kept")
     parser.add_argument("--storage", choices=["journal", "sqlite"], default="journal")
     args = parser.parse_args(argv)
 

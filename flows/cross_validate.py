@@ -30,11 +30,12 @@ def fetch_and_clean(config: CVConfig) -> CleanedData:
     return clean_to_parquet(raw.path, raw.sha256, config.cache_dir, config.data, raw.source)
 
 
-def import_join_meanwhile() -> threading.Thread:
-    """Import the join's modules (scikit-learn, SciPy, matplotlib: most of the flow's import
-    time) while the folds train, instead of before a served run can start its folds."""
+def import_meanwhile(module: str) -> threading.Thread:
+    """Import a module on a thread while the flow waits on other work: scikit-learn's splitters
+    while the data is fetched and cleaned, the join's modules (scikit-learn, SciPy, matplotlib:
+    most of the flow's import time) while the folds train, not before a served run's folds."""
     thread = threading.Thread(
-        target=importlib.import_module, args=("tasks.join",), name="foldflow-join-import"
+        target=importlib.import_module, args=(module,), name=f"foldflow-import-{module}"
     )
     thread.start()
     return thread
@@ -59,6 +60,7 @@ def run_name() -> str:
 def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
     """Cross-validate a Keras MLP on a table and write the out-of-fold predictions."""
     announce_run()  # its name as the UI shows it, and its page there
+    import_meanwhile("sklearn.model_selection")  # plan_folds' splitters
     with fold_execution(config) as execution:  # its workers start now and import TensorFlow
         data = fetch_and_clean(config)
         tag_flow_run([f"data-{data.raw_sha256[:8]}", f"runner-{config.execution.runner}",
@@ -82,7 +84,7 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
         if config.refit:
             everything = full_fold(data.n_rows, config.folds)
             refit = execution.runner.submit(train, {"fold": everything, **inputs})
-        importing = import_join_meanwhile()
+        importing = import_meanwhile("tasks.join")
         from tasks.baseline import linear_baseline  # scikit-learn: after the fan-out
 
         linear = linear_baseline(data, folds) if config.linear_baseline else None  # seconds

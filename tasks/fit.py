@@ -18,6 +18,7 @@ from tasks.metrics import FoldRun
 from tasks.model import REGRESSION_LOSSES, build_model, infer, model_to_bytes
 from tasks.preprocess import decode_regression, encode_target, fit_preprocessor, transform
 from tasks.progress import ProgressReporter
+from tasks.trainer_pool import borrowed_trainer, trainer_key
 
 if TYPE_CHECKING:  # typing only: tasks.folds defines Prefect tasks, which a fit does not need
     from tasks.data.spec import ResolvedSpec
@@ -195,9 +196,16 @@ def fit_and_predict(
         fit_rows, watched = validation_split(
             prepared.train, model.validation_fraction, how.seed, fold.label
         )
-    trainer = GraphTrainer(tf, net, *prepared.rows(fit_rows), jit=how.jit)
+    x_fit, y_fit = prepared.rows(fit_rows)
+    n_features, n_classes = prepared.x.shape[1], len(prepared.spec.classes)
+    key = trainer_key({**model.effective(), "loss": prepared.spec.loss}, x_fit, y_fit, how.jit)
+
+    def template() -> Any:
+        return build_model(n_features, n_classes, model, how.seed, prepared.spec.loss)
+
     started = time.time()
-    history = _train(trainer, net, prepared, model, how, len(fit_rows), watched)
+    with borrowed_trainer(tf, key, template, net, x_fit, y_fit, how.jit) as trainer:
+        history = _train(trainer, net, prepared, model, how, len(fit_rows), watched)
     predictions, truth = _predict(net, prepared)
     finished = time.time()
     if not (np.isfinite(predictions).all() and np.isfinite(history["loss"]).all()):

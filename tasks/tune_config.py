@@ -43,9 +43,9 @@ class TuneConfig(BaseModel):
         default=1, ge=0, description="Folds a trial runs before it may be pruned."
     )
     prune_keep: float = Field(
-        default=50, gt=0, lt=100,
+        default=30, gt=0, lt=100,
         description="Percent of trials kept at each fold: a trial whose running score is "
-        "outside that top share of earlier trials' at the same fold stops (50 = the median).",
+        "outside that top share of earlier trials' at the same fold stops (50: the median).",
     )
     metric: Metric = Field(
         default="auto",

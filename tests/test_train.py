@@ -105,3 +105,22 @@ def test_graph_loop_matches_keras_fit_on_the_same_batches():
     GraphTrainer(tf, by_loop, x, y, jit=False).train(full, tail)
     for a, b in zip(by_fit.trainable_variables, by_loop.trainable_variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_a_fold_on_a_reused_trainer_equals_the_fold_on_a_fresh_one(tmp_path):
+    """A warm worker's compiled loop, after other folds and models, gives a cold worker's result."""
+    import tasks.trainer_pool as pool
+
+    sha = hashlib.sha256(BUNDLED_DATA.read_bytes()).hexdigest()
+    data = clean_to_parquet.fn(str(BUNDLED_DATA), sha, str(tmp_path), DataSpec())
+    folds = split_folds(data.n_rows, 5, True, 42)
+    runtime = FoldRuntime(log_every=3, progress_artifacts=False)
+    for model in (ModelConfig(epochs=6), ModelConfig(epochs=6, dropout=0.2)):  # XLA, and not
+        pool._IDLE.clear()
+        warm = [train_fold.fn(data, fold, model, 42, runtime) for fold in folds[:3]]
+        assert any(len(idle) for idle in pool._IDLE.values())  # the loop was kept
+        for i in (1, 2):  # folds 2 and 3 ran on fold 1's trainer
+            pool._IDLE.clear()
+            cold = train_fold.fn(data, folds[i], model, 42, runtime)
+            np.testing.assert_array_equal(warm[i].predictions, cold.predictions)
+            assert warm[i].history["loss"] == cold.history["loss"]
