@@ -13,7 +13,10 @@ what a user of foldflow looks at:
 - `run-failed.png`, `run-failed-logs.png`, `run-failed-artifacts.png`: a run whose fold 3
   fails (injected), with the failed fold red, the end of its logs with the fold's error and
   the run's message, and its Artifacts tab (the reason on the `failed-folds` card);
-- `runs-list.png`: the Runs list, each run's tags (`failed-fold-3`, the score's `acc-…`).
+- `runs-list.png`: the Runs list, each run's tags (`failed-fold-3`, the score's `acc-…`);
+- `tune-live.png`, `tune-live-artifacts.png`, `artifact-trials.png` (`--parts tune`): a
+  `foldflow tune` while it searches (its `trial-<n>.fold-<k>` task runs, its live
+  `tune-progress` and `trials` cards), then its finished `trials` table.
 
     .venv/bin/python docs/screenshot.py            # writes docs/*.png
     .venv/bin/python docs/screenshot.py --help
@@ -256,6 +259,41 @@ def failed_run(api: Api, browser: Browser, env: dict[str, str], tmp: Path, out: 
     browser.shoot(out / "runs-list.png")  # 1000 px: the runs below the chart
 
 
+def tune_run(api: Api, browser: Browser, env: dict[str, str], tmp: Path, out: Path) -> None:
+    """(d) a tune while it searches, then its trials table once it is done."""
+    work = tmp / "tune"
+    work.mkdir()
+    before = (api.newest_run() or {}).get("id")
+    proc = subprocess.Popen(
+        [str(BIN / "foldflow"), "tune", "--trials", "8", "--folds", "3", "--epochs", "150",
+         "--holdout", "0", "--parallel-trials", "2", "--prune-startup-trials", "2",
+         "--cache-dir", str(work / "cache"), "--output-dir", str(work / "output")],
+        env=env, cwd=PROJECT_ROOT, start_new_session=True,
+        stdout=(work / "tune.log").open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        run = wait_for("the tune run", lambda: (r := api.newest_run()) and r["id"] != before and r,
+                       120)  # fmt: skip
+
+        def trials_ended() -> int:
+            return sum(t["name"].startswith("trial-") and t["state_type"] == "COMPLETED"
+                       for t in api.task_runs(run["id"]))  # fmt: skip
+
+        wait_for("a few trials' folds", lambda: trials_ended() >= 9, 600)
+        browser.open(f"runs/flow-run/{run['id']}")
+        browser.shoot(out / "tune-live.png")
+        browser.click_tab("Artifacts")
+        browser.shoot(out / "tune-live-artifacts.png", 1300)
+        if proc.wait(900) != 0:
+            raise SystemExit(f"the tune failed: {(work / 'tune.log').read_text()[-2000:]}")
+        trials = [a for a in api.artifacts(run["id"]) if a.get("key") == "trials"]
+        newest = max(trials, key=lambda a: a["created"])
+        browser.open(f"artifacts/artifact/{newest['id']}")
+        browser.shoot(out / "artifact-trials.png", 1100)
+    finally:
+        stop(proc)
+
+
 def server_env(tmp: Path, api_url: str) -> dict[str, str]:
     """A Prefect environment of its own: throwaway home, this server, no telemetry."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
@@ -275,7 +313,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     parser.add_argument("--out-dir", type=Path, default=DOCS)
-    parser.add_argument("--parts", default="live,finished,failed", help="which runs to take")
+    parser.add_argument("--parts", default="live,finished,failed,tune", help="which to take")
     args = parser.parse_args()
     if not shutil.which("chromium") or not shutil.which("chromedriver"):
         print("Needs Chromium and ChromeDriver: sudo apt-get install -y chromium chromium-driver",
@@ -299,7 +337,8 @@ def main() -> int:
         print(f"prefect server (UI) at http://127.0.0.1:{port}")
         args.out_dir.mkdir(parents=True, exist_ok=True)
         browser = Browser(f"http://127.0.0.1:{port}", tmp)
-        parts = {"live": live_run, "finished": finished_run, "failed": failed_run}
+        parts = {"live": live_run, "finished": finished_run, "failed": failed_run,
+                 "tune": tune_run}  # fmt: skip
         for part in args.parts.split(","):
             parts[part](api, browser, env, tmp, args.out_dir)
     finally:

@@ -68,13 +68,13 @@ def progress_line(trials: list[Any], total: int, best: tuple[int, float] | None)
 
 
 def _json_cell(value: Any) -> Any:
-    """A table cell the Prefect API accepts (no NaN, no numpy scalars)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
+    """A table cell the Prefect API accepts (no NaN, no numpy scalars), scores to 4 places."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 4)
     if isinstance(value, list):
         return ", ".join(f"{v:.4f}" for v in value)
-    if isinstance(value, np.generic):
-        return value.item()
     return value
 
 

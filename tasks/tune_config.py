@@ -45,7 +45,7 @@ class TuneConfig(BaseModel):
     prune_keep: float = Field(
         default=30, gt=0, lt=100,
         description="Percent of trials kept at each fold: a trial whose running score is "
-        "outside that top share of earlier trials' at the same fold stops (50: the median).",
+        "outside that top share of the completed trials' at the same fold stops (50: median).",
     )
     metric: Metric = Field(
         default="auto",
