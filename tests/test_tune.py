@@ -85,6 +85,27 @@ def test_the_default_space_is_the_issues_and_every_draw_is_a_valid_model():
 # ----------------------------------------------------------------------------- scores, holdout
 
 
+def test_the_study_is_a_journal_file_unless_an_earlier_sqlite_study_is_there(tmp_path):
+    from flows.tune import open_study
+
+    config = TuneConfig(cv=CVConfig(cache_dir=str(tmp_path / "cache")))
+    url = config.storage_url()
+    assert url == f"journal:///{tmp_path / 'cache' / 'tune' / 'optuna.journal'}"
+    study = open_study(config, "s", "accuracy")
+    study.tell(study.ask(), 0.5)
+    assert (tmp_path / "cache" / "tune" / "optuna.journal").stat().st_size > 0
+    assert len(open_study(config, "s", "accuracy").trials) == 1  # it resumes from the file
+    # a study kept in SQLite by an earlier foldflow resumes where it is
+    earlier = tmp_path / "old" / "tune" / "optuna.db"
+    earlier.parent.mkdir(parents=True)
+    kept = optuna.create_study(storage=f"sqlite:///{earlier}", study_name="s",
+                               direction="maximize")  # fmt: skip
+    kept.tell(kept.ask(), 0.25)
+    old = TuneConfig(cv=CVConfig(cache_dir=str(tmp_path / "old")))
+    assert old.storage_url() == f"sqlite:///{earlier}"
+    assert [t.value for t in open_study(old, "s", "accuracy").trials] == [0.25]
+
+
 def test_pooled_score_is_runs_out_of_fold_score():
     from sklearn import metrics as skm
 
