@@ -33,7 +33,10 @@ from tasks.config import CVConfig, PoolConfig
 STATE_FILE = Path("workers") / "pool.json"
 # What a fold task needs on a worker besides TensorFlow: imported as a warm worker starts, so
 # that even the first run's folds find it there (a per-run cluster imports it with its folds).
-FOLD_IMPORTS = "import prefect.task_engine\nimport prefect_dask.client\nimport tasks.train\n"
+FOLD_IMPORTS = (
+    "import prefect.task_engine\nimport prefect_dask.client\nimport tasks.train\n"
+    "from tasks.tf_runtime import freeze_long_lived\nfreeze_long_lived()\n"  # these modules too
+)
 STOP_TIMEOUT_S = 30.0
 
 

@@ -61,3 +61,31 @@ def test_saved_model_fits_the_size_the_free_space_check_assumes(optimizer):
     net.fit(rng.normal(size=(64, 47)), np.eye(7)[rng.integers(0, 7, 64)], epochs=1, verbose=0)
     size = len(model_to_bytes(net))  # with the optimizer's slots, built by training
     assert parameters * 4 < size <= parameters * KERAS_BYTES_PER_PARAMETER + KERAS_FILE_OVERHEAD
+
+
+def test_networks_of_one_architecture_share_a_float64_twin_and_score_as_if_alone():
+    """The twin is reused across folds; every weight is set per call, so a network's outputs
+    do not hang on which network was scored before it."""
+    import numpy as np
+
+    from tasks import model as model_module
+    from tasks.model import infer
+
+    rows = np.random.default_rng(0).normal(size=(40, 9))
+    first = build_model(9, 3, ModelConfig(), seed=1)
+    second = build_model(9, 3, ModelConfig(), seed=2)
+    wider = build_model(9, 3, ModelConfig(hidden_units=[8]), seed=1)
+
+    def alone(net):
+        model_module._WIDE_NETS.clear()
+        return infer(net, rows)
+
+    expected = {name: alone(net) for name, net in [("1", first), ("2", second), ("w", wider)]}
+    model_module._WIDE_NETS.clear()
+    shared = {"1": infer(first, rows), "2": infer(second, rows), "w": infer(wider, rows)}
+    assert len(model_module._WIDE_NETS) == 2  # one twin for both default networks
+    for name, values in expected.items():
+        assert values.dtype == np.float64
+        np.testing.assert_array_equal(shared[name], values)
+    assert not np.array_equal(shared["1"], shared["2"])  # the seeds made different networks
+    np.testing.assert_array_equal(infer(first, rows), expected["1"])  # after another one

@@ -49,3 +49,29 @@ def test_a_second_thread_gets_tensorflow_only_once_it_is_configured():
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "after both imports" in done.stderr
+
+
+FREEZE_AFTER_IMPORT = """
+import gc, logging
+from tasks.tf_runtime import import_tensorflow, keras_session
+assert gc.get_freeze_count() == 0
+import_tensorflow(1, None, logging.getLogger("t"))
+frozen = gc.get_freeze_count()
+import keras
+with keras_session(1):  # clear_session's gc.collect() must not thaw them
+    keras.layers.Dense(1)
+print(frozen, gc.get_freeze_count(), len(gc.get_objects()))
+"""
+
+
+def test_the_first_import_freezes_tensorflow_and_keras_out_of_every_folds_gc_collect():
+    """Keras's clear_session collects before each fold; TensorFlow's objects are not rescanned."""
+    done = subprocess.run(
+        [sys.executable, "-c", FREEZE_AFTER_IMPORT],
+        cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    frozen, after_fold, scanned = map(int, done.stdout.split()[-3:])
+    assert frozen > 100_000  # TensorFlow and Keras: ~0.5 million objects here
+    assert after_fold > 0.99 * frozen  # still frozen after a fold (a few were freed)
+    assert scanned < frozen / 10  # what a fold's gc.collect() still walks
