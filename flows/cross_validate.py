@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
-from flows.execution import collect_outcomes, fold_execution, fold_task
+from flows.execution import as_inputs, collect_outcomes, fold_execution, fold_task
 from flows.fetch import fetch_source
 from flows.naming import announce_run, short_run_id, tag_flow_run
 from tasks.bundle import output_bytes, write_model_bundle
@@ -60,13 +60,17 @@ def run_name() -> str:
 def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
     """Cross-validate a Keras MLP on a table and write the out-of-fold predictions."""
     announce_run()  # its name as the UI shows it, and its page there
-    import_meanwhile("sklearn.model_selection")  # plan_folds' splitters
     with fold_execution(config) as execution:  # its workers start now and import TensorFlow
+        if not config.execution.dask_address:  # else the running cluster plans (see `call`)
+            import_meanwhile("sklearn.model_selection")  # plan_folds' splitters
         data = fetch_and_clean(config)
         tag_flow_run([f"data-{data.raw_sha256[:8]}", f"runner-{config.execution.runner}",
                       f"model-{config.model.label()}"])  # fmt: skip
-        folds = plan_folds(data, config.folds, config.shuffle, config.seed, config.splitter,
-                           config.repeats, redact_source(config.source))  # fmt: skip
+        folds = execution.call(plan_folds, {
+            "data": data, "n_folds": config.folds, "shuffle": config.shuffle, "seed": config.seed,
+            "splitter": config.splitter, "repeats": config.repeats,
+            "source": redact_source(config.source),
+        })  # fmt: skip
         n_models = len(folds) + int(config.refit)
         output_dir = check_output_dir(
             config.output_dir, output_bytes(data, config.model, n_models, config.repeats)
@@ -100,9 +104,8 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
     # Fan-in: every prediction back at its own row, the scores, the files.
 
     try:
-        joined = join_out_of_fold(
-            data, folds, outcomes.folds, output_dir, run_info(config), config.min_folds, linear
-        )
+        joined = join_out_of_fold(data, folds, as_inputs(outcomes.folds), output_dir,
+                                  run_info(config), config.min_folds, linear)  # fmt: skip
     except FoldFailedError as err:
         # The run's state message is what the UI shows first: start it with the failed fold.
         return Failed(message=str(err), data=err)
@@ -115,9 +118,11 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
     if config.importance:  # optional, bounded: folds × columns × 3 forward passes
         from tasks.importance import feature_importance
 
-        joined.paths.update(feature_importance(data, results, output_dir, config.seed))
-    bundle = write_model_bundle(data, results, joined.metrics, output_dir, config.model,
-                                config.data, config.config_hash(), outcomes.refit)  # fmt: skip
+        scored = as_inputs(results)
+        joined.paths.update(feature_importance(data, scored, output_dir, config.seed))
+    bundle = write_model_bundle(data, as_inputs(results), joined.metrics, output_dir,
+                                config.model, config.data, config.config_hash(),
+                                outcomes.refit)  # fmt: skip
     summary = one_line_summary(joined.metrics)
     tag_flow_run([score_tag(joined.metrics)])
     get_run_logger().info(summary)  # the run's log ends with its score

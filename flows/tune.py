@@ -10,7 +10,7 @@ from prefect import flow, unmapped
 from prefect.states import Failed, State
 
 from flows.cross_validate import fetch_and_clean
-from flows.execution import collect_outcomes, fold_execution, fold_task
+from flows.execution import as_inputs, collect_outcomes, fold_execution, fold_task
 from flows.naming import short_run_id, tag_flow_run
 from flows.search import Search, fail_interrupted
 from tasks.bundle import write_model_bundle
@@ -129,12 +129,13 @@ def tune(config: TuneConfig = TuneConfig()) -> dict[str, Any] | State:
 
     # The best trial's outputs, then the holdout score, then the study's files.
     best_dir = str(Path(output_dir) / "best")
-    joined = join_out_of_fold(data=search_data, folds=folds, outcomes=outcomes.folds,
-                              output_dir=best_dir, run=RunInfo(name=f"trial-{best[0]}",
-                              model_label=model.label()))  # fmt: skip
+    joined = join_out_of_fold(data=search_data, folds=folds,
+                              outcomes=as_inputs(outcomes.folds), output_dir=best_dir,
+                              run=RunInfo(name=f"trial-{best[0]}",
+                                          model_label=model.label()))  # fmt: skip
     results, _ = split_outcomes(folds, outcomes.folds)
-    bundle = write_model_bundle(search_data, results, joined.metrics, best_dir, model, cv.data,
-                                cv.config_hash())  # fmt: skip
+    bundle = write_model_bundle(search_data, as_inputs(results), joined.metrics, best_dir,
+                                model, cv.data, cv.config_hash())  # fmt: skip
     holdout = None
     if isinstance(outcomes.refit, FailedFold):
         return Failed(message=f"the best config's refit for the holdout {outcomes.refit.error}")

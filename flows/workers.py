@@ -31,10 +31,11 @@ from flows.worker import threads_per_worker
 from tasks.config import CVConfig, PoolConfig
 
 STATE_FILE = Path("workers") / "pool.json"
-# What a fold task needs on a worker besides TensorFlow: imported as a warm worker starts, so
-# that even the first run's folds find it there (a per-run cluster imports it with its folds).
+# What a fold task (and a run's plan) needs on a worker besides TensorFlow: imported as a warm
+# worker starts, so that even the first run finds it there (a per-run cluster imports it later).
 FOLD_IMPORTS = (
     "import prefect.task_engine\nimport prefect_dask.client\nimport tasks.train\n"
+    "import sklearn.model_selection\n"  # a run's plan_folds (FoldExecution.call)
     "from tasks.tf_runtime import freeze_long_lived\nfreeze_long_lived()\n"  # these modules too
 )
 STOP_TIMEOUT_S = 30.0

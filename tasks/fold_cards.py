@@ -55,13 +55,35 @@ def ended_text(label: str, state_name: str) -> str | None:
 
 
 def queue_fold_cards(labels: list[str]) -> None:
-    """Every fold's card at 0 % 'queued', before any fold starts (a retry's reset)."""
-    from tasks.run_cards import progress_card, this_flow_run_id
+    """Every fold's card at 0 % 'queued', before any fold starts (a retry's reset).
+
+    One read finds a retry's cards; the cards are then written side by side, not one round
+    trip after another, since the folds wait for them.
+    """
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    from tasks.run_cards import run_artifacts, this_flow_run_id
 
     if this_flow_run_id() is None:
         return
-    for label in labels:
-        progress_card(card_key(label), 0.0, queued_text(label))
+    keys = {card_key(label): label for label in labels}
+    found = {a.key: a.id for a in run_artifacts(list(keys)) if a.type == "progress"}
+
+    def queue(key: str) -> None:
+        text = queued_text(keys[key])
+        if key in found:
+            update_progress_artifact(found[key], 0.0, description=text)
+        else:
+            create_progress_artifact(0.0, key=key, description=text)
+
+    with ThreadPoolExecutor(max_workers=min(8, len(keys)) or 1) as pool:
+        # Each thread writes for this flow run: the artifacts take its id from the context.
+        done = [pool.submit(contextvars.copy_context().run, queue, key) for key in keys]
+    for future in done:
+        future.result()
 
 
 def show_fold_ended(label: str, state_name: str) -> None:

@@ -21,8 +21,8 @@ def this_flow_run_id() -> UUID | None:
     return UUID(flow_run.id) if flow_run.id else None
 
 
-def run_artifacts(key: str, flow_run_id: UUID | None = None) -> list[Any]:
-    """This flow run's artifacts with `key`, newest first."""
+def run_artifacts(key: str | list[str], flow_run_id: UUID | None = None) -> list[Any]:
+    """This flow run's artifacts with `key` (or any of these keys), newest first."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         ArtifactFilter,
@@ -37,7 +37,7 @@ def run_artifacts(key: str, flow_run_id: UUID | None = None) -> list[Any]:
     with get_client(sync_client=True) as client:
         return client.read_artifacts(
             artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=[key]),
+                key=ArtifactFilterKey(any_=[key] if isinstance(key, str) else key),
                 flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
             ),
             sort=ArtifactSort.CREATED_DESC,
