@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
-from flows.execution import as_inputs, collect_outcomes, fold_execution, fold_task
+from flows.execution import IdleWork, as_inputs, collect_outcomes, fold_execution, fold_task
 from flows.fetch import fetch_source
 from flows.naming import announce_run, short_run_id, tag_flow_run
 from tasks.bundle import output_bytes, write_model_bundle
@@ -16,7 +16,7 @@ from tasks.clean import CleanedData, clean_to_parquet
 from tasks.config import CVConfig
 from tasks.errors import FoldFailedError
 from tasks.fold_cards import queue_fold_cards
-from tasks.folds import full_fold, plan_folds
+from tasks.folds import FoldSpec, full_fold, plan_folds
 from tasks.metrics import FailedFold, RunInfo
 from tasks.outputs import check_output_dir
 from tasks.progress import warn_cached_curves
@@ -32,13 +32,23 @@ def fetch_and_clean(config: CVConfig) -> CleanedData:
 
 def import_meanwhile(module: str) -> threading.Thread:
     """Import a module on a thread while the flow waits on other work: scikit-learn's splitters
-    while the data is fetched and cleaned, the join's modules (scikit-learn, SciPy, matplotlib:
-    most of the flow's import time) while the folds train, not before a served run's folds."""
+    while the data is fetched and cleaned."""
     thread = threading.Thread(
         target=importlib.import_module, args=(module,), name=f"foldflow-import-{module}"
     )
     thread.start()
     return thread
+
+
+def prepare_join(config: CVConfig, data: CleanedData, folds: list[FoldSpec]) -> Any:
+    """The join's imports (scikit-learn, SciPy, matplotlib: most of the flow's own import time)
+    and the linear baseline (seconds), while the last folds train."""
+    importlib.import_module("tasks.join")
+    if not config.linear_baseline:
+        return None
+    from tasks.baseline import linear_baseline
+
+    return linear_baseline(data, folds)
 
 
 def run_info(config: CVConfig) -> RunInfo:
@@ -88,12 +98,10 @@ def cross_validate(config: CVConfig = CVConfig()) -> dict[str, Any] | State:
         if config.refit:
             everything = full_fold(data.n_rows, config.folds)
             refit = execution.runner.submit(train, {"fold": everything, **inputs})
-        importing = import_meanwhile("tasks.join")
-        from tasks.baseline import linear_baseline  # scikit-learn: after the fan-out
-
-        linear = linear_baseline(data, folds) if config.linear_baseline else None  # seconds
-        outcomes = collect_outcomes(futures, folds, refit)
-    importing.join()
+        # The flow's own work waits for a core that a worker left idle (see IdleWork).
+        meanwhile = IdleWork(execution.workers, lambda: prepare_join(config, data, folds))
+        outcomes = collect_outcomes(futures, folds, refit, meanwhile)
+    linear = meanwhile.wait()
     from tasks.join import join_out_of_fold, split_outcomes
 
     warn_cached_curves(outcomes.folds, config.execution.validate_every)

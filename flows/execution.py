@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,11 +132,15 @@ def fold_task(config: CVConfig, name: str = "") -> Task:
 
 
 def collect_outcomes(
-    futures: list[Any], folds: list[FoldSpec], refit: Any | None = None
+    futures: list[Any],
+    folds: list[FoldSpec],
+    refit: Any | None = None,
+    once_a_worker_idles: IdleWork | None = None,
 ) -> FoldOutcomes:
     """Wait for the fold futures (showing folds done) and say what each one brought back."""
     labels = [spec.label for spec in folds] + (["full"] if refit is not None else [])
-    track_folds_done([*futures, *([refit] if refit is not None else [])], labels)
+    track_folds_done([*futures, *([refit] if refit is not None else [])], labels,
+                     once_a_worker_idles)  # fmt: skip
     return FoldOutcomes(
         folds=fold_outcomes(futures, folds),
         refit=None if refit is None else outcome(refit, 0, 0, "full"),
@@ -188,11 +192,51 @@ def attempts_made(task_run_id: Any) -> int:
         return 1
 
 
-def track_folds_done(futures: list[Any], labels: list[str] | None = None) -> None:
+class IdleWork:
+    """The flow's own CPU work during the fan-out (a baseline, the join's imports), started on
+    a thread once a worker has no fold left to take: on 2 cores it then uses that worker's
+    core instead of slowing two training folds. `wait` returns what it computed."""
+
+    def __init__(self, workers: int, work: Callable[[], Any]) -> None:
+        self.workers, self._work = workers, work
+        self._thread: threading.Thread | None = None
+        self._result: Any = None
+        self._error: BaseException | None = None
+
+    def due(self, done: int, total: int) -> bool:
+        """Whether fewer folds are left to start than there are workers."""
+        return self._thread is None and total - done < self.workers
+
+    def start(self) -> None:
+        """Run the work on a thread, in this flow run's context (its tasks belong to the run)."""
+        context = contextvars.copy_context()
+
+        def run() -> None:
+            try:
+                self._result = context.run(self._work)
+            except BaseException as err:  # noqa: BLE001 - raised again by wait()
+                self._error = err
+
+        self._thread = threading.Thread(target=run, name="foldflow-idle-work", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> Any:
+        """The work's result (started now if no worker ever idled, e.g. every fold failed)."""
+        if self._thread is None:
+            self.start()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+def track_folds_done(
+    futures: list[Any], labels: list[str] | None = None, idle: IdleWork | None = None
+) -> None:
     """Wait for the fold futures, showing folds done (and failed) / total as a progress card.
 
     With the folds' labels, it also names the folds still waiting, and says on each fold's
-    own card when it came from the cache or failed.
+    own card when it came from the cache or failed. `idle` starts once a worker idles.
     """
     from prefect.artifacts import update_progress_artifact
     from prefect.futures import as_completed
@@ -208,6 +252,8 @@ def track_folds_done(futures: list[Any], labels: list[str] | None = None) -> Non
         return text + (f" · waiting: {', '.join(waiting.values())}" if waiting else "")
 
     artifact = progress_card("folds-done", 0.0, described())  # a retry's resets the run's one
+    if idle is not None and idle.due(0, total):
+        idle.start()
     for future in as_completed(futures):
         future.wait()  # its final state, known here; the API's copy may still lag behind
         if future.state.is_completed():
@@ -215,6 +261,8 @@ def track_folds_done(futures: list[Any], labels: list[str] | None = None) -> Non
         else:
             failed += 1
         label = waiting.pop(id(future), None)
+        if idle is not None and idle.due(done + failed, total):
+            idle.start()
         update_progress_artifact(artifact, 100.0 * done / total, description=described())
         if label is not None:
             show_fold_ended(label, future.state.name or "")
