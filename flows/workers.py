@@ -39,6 +39,7 @@ FOLD_IMPORTS = (
     "from tasks.tf_runtime import freeze_long_lived\nfreeze_long_lived()\n"  # these modules too
 )
 STOP_TIMEOUT_S = 30.0
+LOST_WORKER_TIMEOUT = "300s"  # how long a restarted worker may take to rejoin
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,15 @@ def pool_threads(pool: PoolConfig) -> int:
 
 def start_cluster(pool: PoolConfig) -> Any:
     """The pool's cluster, its workers started with TensorFlow imported (blocks until then)."""
+    import dask
     import distributed
 
     from flows.dask_cluster import gpu_cluster, local_cluster_kwargs
 
+    # A worker its nanny restarts imports TensorFlow again before it rejoins: on a busy 2-core
+    # machine that took longer than Dask's 15 s, after which the cluster closed the nanny and
+    # the pool stayed a worker short. Read when a worker is lost: set for this process.
+    dask.config.set({"distributed.deploy.lost-worker-timeout": LOST_WORKER_TIMEOUT})
     threads = pool_threads(pool)
     if pool.gpus:
         return gpu_cluster(pool.gpus, threads, memory_limit=pool.memory_limit)
