@@ -204,7 +204,7 @@ class IdleWork:
         self._error: BaseException | None = None
 
     def due(self, done: int, total: int) -> bool:
-        """Whether fewer folds are left to start than there are workers."""
+        """Whether fewer folds are unfinished than there are workers: one has none to take."""
         return self._thread is None and total - done < self.workers
 
     def start(self) -> None:
