@@ -41,14 +41,19 @@ assert seen == [(True, 3), (True, 3)], seen
 """
 
 
-def test_a_second_thread_gets_tensorflow_only_once_it_is_configured():
-    """Two folds starting at once on threads: neither may train before determinism is on."""
+def fresh_process(code: str) -> subprocess.CompletedProcess:
+    """Run `code` in a new interpreter (TensorFlow not imported yet); it must succeed."""
     done = subprocess.run(
-        [sys.executable, "-c", TWO_THREADS_IMPORT],
+        [sys.executable, "-c", code],
         cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    assert "after both imports" in done.stderr
+    return done
+
+
+def test_a_second_thread_gets_tensorflow_only_once_it_is_configured():
+    """Two folds starting at once on threads: neither may train before determinism is on."""
+    assert "after both imports" in fresh_process(TWO_THREADS_IMPORT).stderr
 
 
 FREEZE_AFTER_IMPORT = """
@@ -66,12 +71,8 @@ print(frozen, gc.get_freeze_count(), len(gc.get_objects()))
 
 def test_the_first_import_freezes_tensorflow_and_keras_out_of_every_folds_gc_collect():
     """Keras's clear_session collects before each fold; TensorFlow's objects are not rescanned."""
-    done = subprocess.run(
-        [sys.executable, "-c", FREEZE_AFTER_IMPORT],
-        cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    frozen, after_fold, scanned = map(int, done.stdout.split()[-3:])
+    printed = fresh_process(FREEZE_AFTER_IMPORT).stdout
+    frozen, after_fold, scanned = map(int, printed.split()[-3:])
     assert frozen > 100_000  # TensorFlow and Keras: ~0.5 million objects here
     assert after_fold > 0.99 * frozen  # still frozen after a fold (a few were freed)
     assert scanned < frozen / 10  # what a fold's gc.collect() still walks
