@@ -70,7 +70,10 @@ def queue_fold_cards(labels: list[str]) -> None:
     if this_flow_run_id() is None:
         return
     keys = {card_key(label): label for label in labels}
-    found = {a.key: a.id for a in run_artifacts(list(keys)) if a.type == "progress"}
+    found: dict[str, object] = {}
+    for artifact in run_artifacts(list(keys)):  # newest first: the newest card of a key
+        if artifact.type == "progress":
+            found.setdefault(artifact.key, artifact.id)
 
     def queue(key: str) -> None:
         text = queued_text(keys[key])
